@@ -1,0 +1,195 @@
+/*
+ * bridge.h - the MQTT bridge of one hubd worker.
+ *
+ * Threads:
+ *   - the bridge thread (started by bridge_start) owns the Paho MQTTAsync
+ *     client, the reliable-send FIFO and the subscription set;
+ *   - Paho's own threads run its callbacks: they copy, enqueue to the bridge
+ *     thread, and return;
+ *   - any thread may call bridge_submit() (the lws service thread for device
+ *     traffic, the registry writer for statuses);
+ *   - ONLY the lws service thread calls bridge_poll() and the session-side
+ *     calls; the bridge wakes it with the wake function (lws_cancel_service,
+ *     the only lws call allowed from another thread).
+ *
+ * Reliability (DESIGN.md "Guarantees"): every QoS 1 message (device pubs,
+ * statuses, command clears, announcements) stays in the bridge's FIFO until
+ * the broker's PUBACK; on a lost connection they are re-sent in order after
+ * the reconnect (clean start: Paho forgets them). Only then does the service
+ * thread get BRIDGE_EV_ACK for a device message. The FIFO is bounded by
+ * max_pending for device messages (bridge_has_room); statuses are always
+ * taken (at most one per session transition, so bounded by the sessions).
+ * QoS 0 while disconnected is dropped and counted.
+ *
+ * The send window stays below Paho's in-flight and buffer limits, so Paho's
+ * 1 s stall on a full window and its -12 (MQTTASYNC_MAX_BUFFERED_MESSAGES)
+ * are never hit; completions (onSuccess) open the window again. After every
+ * connect the bridge sets TCP_NODELAY on Paho's socket (Paho never does) and
+ * re-subscribes every held device, batched with subscribeMany.
+ */
+#ifndef BRIDGE_H
+#define BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hub_err.h"
+#include "hub_util.h"
+
+#define BRIDGE_TOPIC_MAX 256 /* device-relative topic, bytes */
+
+struct bridge;
+
+struct bridge_config {
+	const char *broker;	/* "tcp://127.0.0.1:1883" or "ssl://..." */
+	const char *user;	/* NULL: none */
+	const char *password;	/* NULL: none */
+	int mqtt_version;	/* 5 or 3 */
+	const char *hub_id;	/* status field, LWT topic */
+	const char *client_id;	/* unique per worker: "<hub_id>-w<N>" */
+	const char *prefix;	/* "devices" */
+	int node_status;	/* 1: this worker owns hub/nodes/{hub}/status + LWT */
+	size_t max_pending;	/* device QoS 1 messages awaiting PUBACK */
+	int window;		/* messages handed to Paho at once */
+};
+
+enum bridge_kind {
+	BRIDGE_PUB,	 /* device uplink: topic is device-relative */
+	BRIDGE_STATUS,	 /* retained presence: payload is the JSON */
+	BRIDGE_SUB,	 /* start routing commands for device */
+	BRIDGE_UNSUB,	 /* stop routing */
+	BRIDGE_ANNOUNCE, /* hub/sessions/{device} <- payload */
+	BRIDGE_CLEAR,	 /* empty retained publish to prefix/device/topic */
+	BRIDGE_RAW,	 /* publish to an absolute topic (hubctl-like uses) */
+};
+
+/*
+ * One message into the bridge. Allocated with bridge_msg_new() (a single
+ * block: topic and payload live inside), owned by the bridge once
+ * bridge_submit() returns HUB_OK, by the caller otherwise.
+ */
+struct bridge_msg {
+	enum bridge_kind kind;
+	int qos;
+	int retain;
+	uint64_t sess;	  /* service-thread session handle (for the ack) */
+	uint32_t msg_id;  /* the device's QoS 1 id; user property "id" */
+	uint64_t t_rx_us; /* monotonic time the frame arrived (latency) */
+	char device[HUB_ID_MAX + 1];
+	char session[48]; /* session id; user property "session" */
+	/* bridge-private bookkeeping */
+	struct bridge_msg *next, *prev;
+	uint64_t seq;
+	int state;
+	char *topic;	/* NUL-terminated, points into data[] */
+	void *payload;	/* points into data[] */
+	size_t len;
+	char data[];
+};
+
+/* NULL on allocation failure. topic may be NULL (SUB/UNSUB). Any thread. */
+struct bridge_msg *bridge_msg_new(enum bridge_kind kind, const char *device,
+				  const char *topic, const void *payload,
+				  size_t len);
+void bridge_msg_free(struct bridge_msg *m);
+
+enum bridge_ev_kind {
+	BRIDGE_EV_ACK,	   /* broker PUBACKed device msg (sess, msg_id) */
+	BRIDGE_EV_CMD,	   /* command for device: topic "cmd/...", payload */
+	BRIDGE_EV_SESSION, /* hub/sessions/{device}: payload from announcer */
+	BRIDGE_EV_LINK,	   /* broker link changed: up = 1/0 */
+	BRIDGE_EV_NACK,	   /* broker refused device msg (sess, msg_id):
+			      PUBACK reason >= 0x80 (e.g. ACL); the device
+			      gets err broker_unavailable, no resend */
+};
+
+/* One event out of the bridge, to the service thread. */
+struct bridge_ev {
+	enum bridge_ev_kind kind;
+	uint64_t sess;
+	uint32_t msg_id;
+	uint64_t t_rx_us;
+	int qos;
+	int retained; /* command came retained (offline command): clear on ack */
+	int up;
+	char device[HUB_ID_MAX + 1];
+	char *topic; /* device-relative ("cmd/reboot"), inside data[] */
+	void *payload;
+	size_t len;
+	char data[];
+};
+void bridge_ev_free(struct bridge_ev *e);
+
+struct bridge_stats {
+	uint64_t sent, acked, dropped_qos0, resent, connects, cmds_in;
+	uint64_t pending;  /* reliable messages awaiting PUBACK */
+	int connected;
+	uint64_t rejected; /* QoS 1 messages the broker refused */
+};
+
+/*
+ * Creates the bridge (not yet connected). wake(arg) is called from the
+ * bridge thread when events wait for bridge_poll(). On failure NULL and
+ * err says why. Main thread.
+ */
+struct bridge *bridge_new(const struct bridge_config *cfg,
+			  void (*wake)(void *arg), void *arg, char *err,
+			  size_t errlen);
+/* Starts the bridge thread, which connects and reconnects with backoff. */
+int bridge_start(struct bridge *b);
+/*
+ * Hands m to the bridge. HUB_ERR_FULL when it is a device QoS 1 message
+ * and the reliable buffer is full (the device gets err broker_unavailable);
+ * HUB_ERR_BROKER for QoS 0 while disconnected (dropped and counted).
+ * Any thread.
+ */
+int bridge_submit(struct bridge *b, struct bridge_msg *m);
+/* 1 if a device QoS 1 message would be accepted now. Any thread. */
+int bridge_has_room(struct bridge *b);
+/* 1 while connected to the broker. Any thread. */
+int bridge_connected(struct bridge *b);
+/* Next event, or NULL. Service thread only. Free with bridge_ev_free. */
+struct bridge_ev *bridge_poll(struct bridge *b);
+void bridge_get_stats(struct bridge *b, struct bridge_stats *out);
+/*
+ * Waits up to timeout_ms for every reliable message to be PUBACKed, then
+ * publishes the node's offline status (if node_status), disconnects and
+ * joins the thread. Returns HUB_OK or HUB_ERR_BUSY if messages were left.
+ */
+int bridge_stop(struct bridge *b, int timeout_ms);
+/* After bridge_stop. Accepts NULL. */
+void bridge_free(struct bridge *b);
+
+/* ---- topic rules and mapping (bridge_topic.c, pure) ---------------- */
+
+/*
+ * 1 if t[0..len) is an acceptable device-relative topic: 1..256 bytes,
+ * valid UTF-8, no control characters, no '+' or '#', no leading '$' or
+ * '/', no empty level (no "//", no trailing '/').
+ */
+int bridge_topic_valid(const char *t, size_t len);
+/* "<prefix>/<device>/<rel>" into out; HUB_ERR_TOOBIG if it does not fit. */
+int bridge_topic_up(const char *prefix, const char *device, const char *rel,
+		    char *out, size_t outlen);
+/*
+ * Splits an incoming "<prefix>/<device>/cmd/..." into device and the
+ * relative topic ("cmd/..."); or "hub/sessions/<device>" into device with
+ * *is_session = 1. HUB_ERR_INVAL for anything else.
+ */
+int bridge_topic_down(const char *prefix, const char *topic, char *device,
+		      size_t devlen, const char **rel, int *is_session);
+
+/* ---- payload mapping (bridge_payload.c, pure) ----------------------- */
+
+/* 1 if s[0..len) is valid UTF-8 (no overlongs, no surrogates). */
+int bridge_utf8_valid(const void *s, size_t len);
+/*
+ * Downlink mapping, the mirror of the uplink: classifies an MQTT payload.
+ * BRIDGE_PL_JSON: the bytes are one valid JSON value (sent as that value);
+ * BRIDGE_PL_TEXT: other valid UTF-8 (sent as a JSON string);
+ * BRIDGE_PL_BINARY: anything else (sent as a binary frame).
+ */
+enum bridge_pl { BRIDGE_PL_JSON, BRIDGE_PL_TEXT, BRIDGE_PL_BINARY };
+enum bridge_pl bridge_payload_kind(const void *p, size_t len);
+
+#endif

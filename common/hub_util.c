@@ -1,0 +1,78 @@
+/* hub_util.c - see hub_util.h. */
+#include "hub_util.h"
+
+#include <time.h>
+
+int64_t
+hub_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t
+hub_clock_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int
+hub_id_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (!s || len < 1 || len > HUB_ID_MAX)
+		return 0;
+	for (i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+void
+hub_bucket_init(struct hub_bucket *b, uint32_t rate, uint32_t now_ms)
+{
+	uint64_t full = (uint64_t)rate * 1000u;
+
+	b->milli = full > UINT32_MAX ? UINT32_MAX : (uint32_t)full;
+	b->last_ms = now_ms;
+}
+
+int
+hub_bucket_take(struct hub_bucket *b, uint32_t rate, uint32_t now_ms)
+{
+	uint64_t full = (uint64_t)rate * 1000u, m;
+	uint32_t dt = now_ms - b->last_ms; /* unsigned: wrap-safe */
+
+	if (full > UINT32_MAX)
+		full = UINT32_MAX;
+	/* refill: rate tokens/s = rate milli-tokens per ms */
+	m = (uint64_t)b->milli + (uint64_t)dt * rate;
+	b->milli = m > full ? (uint32_t)full : (uint32_t)m;
+	b->last_ms = now_ms;
+	if (b->milli < 1000)
+		return 0;
+	b->milli -= 1000;
+	return 1;
+}
+
+uint32_t
+hub_backoff_ms(unsigned attempt, uint32_t base_ms, uint32_t cap_ms,
+	       uint32_t rnd)
+{
+	uint64_t ceil = base_ms;
+
+	while (attempt-- && ceil < cap_ms)
+		ceil <<= 1;
+	if (ceil > cap_ms)
+		ceil = cap_ms;
+	return (uint32_t)((uint64_t)rnd % (ceil + 1));
+}

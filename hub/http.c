@@ -1,0 +1,130 @@
+/*
+ * http.c - the operations listener (--http): /metrics (Prometheus text,
+ * summed over every worker from shared memory), /healthz, /readyz.
+ * Every worker listens on it (SO_REUSEPORT); any one can answer.
+ *
+ * Threads: the lws service thread.
+ */
+#include "hub_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+hub__http_answer(struct lws *wsi, int status, const char *ctype,
+		 const char *body, size_t len, unsigned retry_after)
+{
+	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+					    *end = hdr + sizeof(hdr) - 1;
+	char ra[16];
+	unsigned char *b;
+	int n;
+
+	if (lws_add_http_common_headers(wsi, (unsigned)status, ctype,
+					(lws_filepos_t)len, &p, end))
+		return -1;
+	if (retry_after) {
+		n = snprintf(ra, sizeof(ra), "%u", retry_after);
+		if (lws_add_http_header_by_name(wsi,
+						(const unsigned char *)"retry-after:",
+						(unsigned char *)ra, n, &p, end))
+			return -1;
+	}
+	if (status == 401 &&
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+					 (const unsigned char *)"Bearer", 6, &p,
+					 end))
+		return -1;
+	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+					 (const unsigned char *)"no-store", 8,
+					 &p, end))
+		return -1;
+	if (lws_finalize_http_header(wsi, &p, end))
+		return -1;
+	if (lws_write(wsi, start, (size_t)(p - start),
+		      LWS_WRITE_HTTP_HEADERS) < 0)
+		return -1;
+	if (!len)
+		return 0;
+	b = malloc(LWS_PRE + len);
+	if (!b)
+		return -1;
+	memcpy(b + LWS_PRE, body, len);
+	n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+	free(b);
+	return n < 0 ? -1 : 0;
+}
+
+/* Ready when every live worker has its broker link and registry. */
+static int
+ready(const struct metrics *m, char *why, size_t cap)
+{
+	int i, live = 0, broker = 0, reg = 0;
+
+	for (i = 0; i < m->nworkers; i++) {
+		const struct metrics_slot *s = &m->slot[i];
+
+		if (!__atomic_load_n(&s->pid, __ATOMIC_RELAXED))
+			continue;
+		live++;
+		broker += __atomic_load_n(&s->v[M_BROKER_CONNECTED],
+					  __ATOMIC_RELAXED) != 0;
+		reg += __atomic_load_n(&s->v[M_REGISTRY_OPEN],
+				       __ATOMIC_RELAXED) != 0;
+	}
+	if (live < m->nworkers)
+		snprintf(why, cap, "workers: %d of %d live\n", live, m->nworkers);
+	else if (broker < live)
+		snprintf(why, cap, "broker: %d of %d workers connected\n",
+			 broker, live);
+	else if (reg < live)
+		snprintf(why, cap, "registry: %d of %d workers open\n", reg,
+			 live);
+	else {
+		snprintf(why, cap, "ready\n");
+		return 1;
+	}
+	return 0;
+}
+
+int
+hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		   void *user, void *in, size_t len)
+{
+	struct worker *w = lws_context_user(lws_get_context(wsi));
+	const char *uri = in;
+	char msg[128];
+	int rc;
+
+	if (reason != LWS_CALLBACK_HTTP)
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	if (!strcmp(uri, "/metrics")) {
+		size_t cap = 64 * 1024, n;
+		char *out = malloc(cap);
+
+		if (!out)
+			return -1;
+		hub__sample_gauges(w);
+		n = metrics_render(w->metrics, out, cap);
+		rc = hub__http_answer(wsi, 200,
+				      "text/plain; version=0.0.4; charset=utf-8",
+				      out, n, 0);
+		free(out);
+	} else if (!strcmp(uri, "/healthz")) {
+		rc = hub__http_answer(wsi, 200, "text/plain", "ok\n", 3, 0);
+	} else if (!strcmp(uri, "/readyz")) {
+		int ok;
+
+		hub__sample_gauges(w);
+		ok = ready(w->metrics, msg, sizeof(msg));
+		rc = hub__http_answer(wsi, ok ? 200 : 503, "text/plain", msg,
+				      strlen(msg), ok ? 0 : 1);
+	} else {
+		rc = hub__http_answer(wsi, 404, "text/plain", "not found\n", 10,
+				      0);
+	}
+	if (rc)
+		return -1;
+	return lws_http_transaction_completed(wsi);
+}

@@ -1,0 +1,139 @@
+/*
+ * hub_int.h - private to hubd: one worker process's state.
+ *
+ * Threads: struct worker and every struct sess are ONLY read or written from
+ * the lws service thread (the libev loop of the worker process), except the
+ * fields marked otherwise. The bridge thread and the registry writer thread
+ * reach the service thread only through their queues and
+ * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED).
+ */
+#ifndef HUB_INT_H
+#define HUB_INT_H
+
+#include <libwebsockets.h>
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "authlimit.h"
+#include "bridge.h"
+#include "conf.h"
+#include "hub_util.h"
+#include "metrics.h"
+#include "registry.h"
+#include "writer.h"
+
+#define SESS_OUTQ_MAX 256	    /* frames waiting for a slow device */
+#define SESS_OUTQ_BYTES (1 << 20)   /* ... or this many bytes */
+#define SESS_CMD_PENDING_MAX 64	    /* retained commands awaiting the device's ack */
+
+struct outf {
+	struct outf *next;
+	size_t len;
+	int binary;
+	unsigned char buf[]; /* LWS_PRE + len */
+};
+
+struct cmd_pending {
+	struct cmd_pending *next;
+	uint32_t id;
+	char topic[BRIDGE_TOPIC_MAX + 1]; /* "cmd/...", to clear once acked */
+};
+
+enum sess_state { SESS_NEW, SESS_LIVE, SESS_CLOSING };
+
+/* Per-connection user data of the device protocol (lws allocates it). */
+struct sess {
+	struct worker *w;
+	struct lws *wsi;
+	struct sess *hnext; /* device map chain */
+	uint64_t handle;    /* unique in this worker: matches bridge acks */
+	enum sess_state state;
+	char device[HUB_ID_MAX + 1];
+	char session[REGISTRY_SESSION_MAX];
+	char addr[REGISTRY_ADDR_MAX];
+	int64_t started_ms;
+	uint64_t fingerprint; /* credential at auth time */
+	struct hub_bucket bucket;
+	uint32_t inflight; /* QoS 1 uplinks awaiting PUBACK */
+	uint32_t next_cmd_id;
+	uint64_t last_rx_ms; /* monotonic */
+	int peer_closed;     /* got a close frame */
+	/* our close, if any: code for the close frame, reason for the row */
+	int close_code;
+	const char *close_reason;
+	/* outbound frames */
+	struct outf *out_head, *out_tail;
+	unsigned out_count;
+	size_t out_bytes;
+	struct cmd_pending *cmds;
+	unsigned ncmds;
+	/* a text/binary message arriving in fragments */
+	unsigned char *rx;
+	size_t rx_len;
+	int rx_binary;
+	int rx_overflow;
+};
+
+/* The result of auth in CONFIRM_UPGRADE, picked up in FILTER (same stack). */
+struct pending_auth {
+	struct lws *wsi;
+	char device[HUB_ID_MAX + 1];
+	char addr[REGISTRY_ADDR_MAX];
+	uint64_t fingerprint;
+};
+
+struct worker {
+	const struct conf *conf;
+	int index, nworkers;
+	struct metrics *metrics;
+	struct metrics_slot *m;
+	struct lws_context *ctx;
+	struct bridge *bridge;
+	struct writer *writer;
+	struct registry_creds *creds;
+	struct authlimit *authlimit;
+	struct pending_auth pending;
+
+	/* device id -> session */
+	struct sess **map;
+	size_t map_mask;
+	int nsessions;
+	int max_sessions; /* this worker's share of --max-conns */
+	uint64_t next_handle;
+	uint32_t session_counter;
+	uint32_t session_salt;
+
+	/* drain on SIGTERM */
+	int draining;
+	uint64_t drain_start_ms; /* monotonic */
+	int drain_total;	 /* sessions when the drain began */
+	int drain_closed;
+	int done; /* drained: leave the loop */
+	int wake_pending; /* atomic: lws_cancel_service already asked */
+};
+
+/* session.c */
+int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
+			 void *user, void *in, size_t len);
+/* Handles bridge events and new credentials: EVENT_WAIT_CANCELLED. */
+void hub__service_wake(struct worker *w);
+/* One step of the drain: closes this tick's share of sessions. */
+void hub__drain_step(struct worker *w);
+/* Refreshes the gauges that are sampled rather than counted. */
+void hub__sample_gauges(struct worker *w);
+int hub__map_init(struct worker *w, size_t expected);
+void hub__map_free(struct worker *w);
+
+/* http.c */
+int hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		       void *user, void *in, size_t len);
+/* Writes a complete HTTP answer (headers + body) on wsi; 0 or -1. */
+int hub__http_answer(struct lws *wsi, int status, const char *ctype,
+		     const char *body, size_t len, unsigned retry_after);
+
+/* worker.c */
+int hub__worker_run(const struct conf *c, int index, int nworkers,
+		    struct metrics *metrics);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * metrics.h - Prometheus metrics shared by all worker processes.
+ *
+ * The supervisor maps one anonymous MAP_SHARED region before forking; each
+ * worker writes only its own slot (relaxed atomics, from the service thread
+ * except where noted), and whichever worker answers GET /metrics (the
+ * listener is shared with SO_REUSEPORT) sums every slot. A restarted worker
+ * keeps its slot's counters, so totals never go backwards; its gauges are
+ * reset when it starts.
+ */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define METRICS_MAX_WORKERS 64
+
+enum metric {
+	/* gauges */
+	M_CONNECTIONS,
+	M_BRIDGE_PENDING,
+	M_BROKER_CONNECTED,
+	M_REGISTRY_OPEN,
+	M_WRITER_QUEUE,
+	M_DEVICES_KNOWN,
+	/* counters */
+	M_SESSIONS_ACCEPTED,
+	M_AUTH_FAIL_UNKNOWN_DEVICE,
+	M_AUTH_FAIL_BAD_TOKEN,
+	M_AUTH_FAIL_DISABLED,
+	M_AUTH_FAIL_NO_CREDENTIALS,
+	M_AUTH_FAIL_RATE_LIMITED,
+	M_REFUSED_FULL,
+	M_REFUSED_DRAINING,
+	M_MSG_IN,
+	M_MSG_OUT,
+	M_BYTES_IN,
+	M_BYTES_OUT,
+	M_PUB_QOS0,
+	M_PUB_QOS1,
+	M_ACKS_SENT,
+	M_CMDS_DELIVERED,
+	M_CMD_ACKS,
+	M_DROP_RATE_LIMITED,
+	M_DROP_INFLIGHT_FULL,
+	M_DROP_BROKER_UNAVAILABLE,
+	M_DROP_QOS0_BROKER_DOWN,
+	M_DROP_DOWNLINK_QUEUE_FULL,
+	M_DROP_BAD_FRAME,
+	M_DROP_BAD_TOPIC,
+	M_DROP_TOO_LARGE,
+	M_CLOSED_CLOSED,
+	M_CLOSED_TIMEOUT,
+	M_CLOSED_KICKED,
+	M_CLOSED_DISABLED,
+	M_CLOSED_REPLACED,
+	M_CLOSED_SHUTDOWN,
+	M_BRIDGE_SENT,
+	M_BRIDGE_ACKED,
+	M_BRIDGE_RESENT,
+	M_BRIDGE_CONNECTS,
+	M_WORKER_RESTARTS,
+	M__COUNT
+};
+
+#define METRICS_LAT_BUCKETS 14 /* uplink latency, frame in -> PUBACK */
+
+struct metrics_slot {
+	pid_t pid; /* 0: slot unused */
+	uint64_t v[M__COUNT];
+	uint64_t lat_bucket[METRICS_LAT_BUCKETS + 1]; /* last: +Inf */
+	uint64_t lat_sum_us, lat_count;
+};
+
+struct metrics {
+	int nworkers;
+	struct metrics_slot slot[METRICS_MAX_WORKERS];
+};
+
+/* Maps the shared region (before fork). NULL on failure. */
+struct metrics *metrics_map(int nworkers);
+void metrics_unmap(struct metrics *m);
+
+static inline void
+metrics_add(struct metrics_slot *s, enum metric k, uint64_t n)
+{
+	__atomic_fetch_add(&s->v[k], n, __ATOMIC_RELAXED);
+}
+static inline void
+metrics_set(struct metrics_slot *s, enum metric k, uint64_t n)
+{
+	__atomic_store_n(&s->v[k], n, __ATOMIC_RELAXED);
+}
+static inline void
+metrics_dec(struct metrics_slot *s, enum metric k)
+{
+	__atomic_fetch_sub(&s->v[k], 1, __ATOMIC_RELAXED);
+}
+/* Records one uplink latency sample. */
+void metrics_latency(struct metrics_slot *s, uint64_t us);
+/* Resets a slot's gauges (a worker starting). */
+void metrics_reset_gauges(struct metrics_slot *s);
+
+/*
+ * Prometheus text of the sum over all slots into out; returns the length
+ * (truncated output is cut at a line end) . Any thread.
+ */
+size_t metrics_render(const struct metrics *m, char *out, size_t cap);
+
+#endif

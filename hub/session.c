@@ -1,0 +1,964 @@
+/*
+ * session.c - device sessions: the lws protocol "hub.v1" of the device
+ * vhost. Authentication before the upgrade, protocol v1 frames, per-session
+ * outbound queues, the hand-off to the bridge and the registry writer, and
+ * the handling of what they send back.
+ *
+ * Threads: everything here runs on the lws service thread of the worker.
+ * Nothing blocks: the broker is behind the bridge's queue, the disk behind
+ * the writer's, credentials are an in-memory snapshot.
+ *
+ * Auth happens in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, the one place lws lets
+ * us answer with an HTTP status before the upgrade (401/403/429/503 with
+ * Retry-After, DESIGN.md "Device protocol"). lws re-allocates the session's
+ * user data when it binds the ws protocol, so the result is parked in
+ * worker->pending and picked up in FILTER_PROTOCOL_CONNECTION, which lws
+ * calls from the same stack for the same wsi.
+ */
+#include "hub_int.h"
+#include "frame.h"
+#include "hub_log.h"
+
+#include <cjson/cJSON.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- the device map -------------------------------------------------- */
+
+static uint32_t
+id_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (uint8_t)*s++) * 16777619u;
+	return h;
+}
+
+int
+hub__map_init(struct worker *w, size_t expected)
+{
+	size_t n = 1024;
+
+	while (n < expected * 2 && n < ((size_t)1 << 24))
+		n <<= 1;
+	w->map = calloc(n, sizeof(*w->map));
+	if (!w->map)
+		return HUB_ERR_NOMEM;
+	w->map_mask = n - 1;
+	return HUB_OK;
+}
+
+void
+hub__map_free(struct worker *w)
+{
+	free(w->map);
+	w->map = NULL;
+}
+
+static struct sess *
+map_find(struct worker *w, const char *device)
+{
+	struct sess *s = w->map[id_hash(device) & w->map_mask];
+
+	while (s && strcmp(s->device, device))
+		s = s->hnext;
+	return s;
+}
+
+static void
+map_insert(struct worker *w, struct sess *s)
+{
+	struct sess **b = &w->map[id_hash(s->device) & w->map_mask];
+
+	s->hnext = *b;
+	*b = s;
+}
+
+static void
+map_remove(struct worker *w, struct sess *s)
+{
+	struct sess **p = &w->map[id_hash(s->device) & w->map_mask];
+
+	while (*p && *p != s)
+		p = &(*p)->hnext;
+	if (*p)
+		*p = s->hnext;
+	s->hnext = NULL;
+}
+
+/* ---- outbound ----------------------------------------------------------- */
+
+static uint64_t
+mono_ms(void)
+{
+	return hub_clock_mono_us() / 1000;
+}
+
+/* Queues a frame for the device; drops (and counts) past the bounds. */
+static void
+sess_send(struct sess *s, const void *data, size_t len, int binary)
+{
+	struct worker *w = s->w;
+	struct outf *f;
+
+	if (s->state != SESS_LIVE)
+		return;
+	if (s->out_count >= SESS_OUTQ_MAX ||
+	    s->out_bytes + len > SESS_OUTQ_BYTES) {
+		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		return;
+	}
+	f = malloc(sizeof(*f) + LWS_PRE + len);
+	if (!f) {
+		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		return;
+	}
+	f->next = NULL;
+	f->len = len;
+	f->binary = binary;
+	memcpy(f->buf + LWS_PRE, data, len);
+	if (s->out_tail)
+		s->out_tail->next = f;
+	else
+		s->out_head = f;
+	s->out_tail = f;
+	s->out_count++;
+	s->out_bytes += len;
+	lws_callback_on_writable(s->wsi);
+}
+
+static void
+sess_err(struct sess *s, int has_id, uint32_t id, const char *code,
+	 const char *msg)
+{
+	char buf[768];
+	size_t n = frame_err(buf, sizeof(buf), has_id, id, code, msg);
+
+	if (n)
+		sess_send(s, buf, n, 0);
+}
+
+/* Closes the session with a close frame once its queue is written. */
+static void
+sess_close(struct sess *s, int code, const char *reason)
+{
+	if (s->state != SESS_LIVE)
+		return;
+	s->state = SESS_CLOSING;
+	s->close_code = code;
+	s->close_reason = reason;
+	lws_callback_on_writable(s->wsi);
+}
+
+static void
+free_queues(struct sess *s)
+{
+	struct outf *f, *fn;
+	struct cmd_pending *c, *cn;
+
+	for (f = s->out_head; f; f = fn) {
+		fn = f->next;
+		free(f);
+	}
+	s->out_head = s->out_tail = NULL;
+	s->out_count = 0;
+	s->out_bytes = 0;
+	for (c = s->cmds; c; c = cn) {
+		cn = c->next;
+		free(c);
+	}
+	s->cmds = NULL;
+	s->ncmds = 0;
+	free(s->rx);
+	s->rx = NULL;
+	s->rx_len = 0;
+}
+
+/* ---- authentication (before the upgrade) ------------------------------ */
+
+static int
+refuse(struct worker *w, struct lws *wsi, int status, unsigned retry_after,
+       const char *body)
+{
+	(void)w;
+	return hub__http_answer(wsi, status, "text/plain", body, strlen(body),
+				retry_after)
+		       ? -1
+		       : 1; /* 1: lws completes the transaction */
+}
+
+static void
+log_auth_failure(struct worker *w, const char *device, const char *addr,
+		 const char *reason)
+{
+	struct writer_item it;
+
+	hub_log(HUB_LOG_INFO, "HUB-AUTH-FAIL", "device=%s addr=%s reason=%s",
+		device, addr, reason);
+	memset(&it, 0, sizeof(it));
+	it.kind = WRITER_AUTH_FAILED;
+	it.ts = hub_clock_ms();
+	snprintf(it.device, sizeof(it.device), "%s", device);
+	snprintf(it.addr, sizeof(it.addr), "%s", addr);
+	snprintf(it.reason, sizeof(it.reason), "%s", reason);
+	writer_submit(w->writer, &it);
+}
+
+/* 1 if the Sec-WebSocket-Protocol offer is absent or contains hub.v1. */
+static int
+subprotocol_ok(struct lws *wsi)
+{
+	char buf[256], *tok, *save = NULL;
+	int n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+
+	if (n <= 0)
+		return 1;
+	if (n >= (int)sizeof(buf) ||
+	    lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL) < 0)
+		return 0;
+	for (tok = strtok_r(buf, ", \t", &save); tok;
+	     tok = strtok_r(NULL, ", \t", &save))
+		if (!strcmp(tok, "hub.v1"))
+			return 1;
+	return 0;
+}
+
+static int
+on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
+{
+	const struct conf *c = w->conf;
+	char uri[256], auth[512], arg[512], addr[REGISTRY_ADDR_MAX];
+	const char *id, *token = NULL;
+	uint64_t now = mono_ms();
+	unsigned wait;
+	size_t idlen;
+	int n, rc, disabled = 0;
+
+	memset(&w->pending, 0, sizeof(w->pending));
+	if (strcasecmp(up, "websocket"))
+		return refuse(w, wsi, 400, 0, "only websocket upgrades\n");
+	if (w->draining) {
+		metrics_add(w->m, M_REFUSED_DRAINING, 1);
+		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
+			      "hub is shutting down\n");
+	}
+	addr[0] = '\0';
+	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	n = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
+	if (n <= 0 || n >= (int)sizeof(uri) ||
+	    lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0)
+		return refuse(w, wsi, 404, 0, "no such endpoint\n");
+	if (strncmp(uri, "/v1/devices/", 12))
+		return refuse(w, wsi, 404, 0, "no such endpoint\n");
+	id = uri + 12;
+	idlen = strlen(id);
+	if (!hub_id_valid(id, idlen))
+		return refuse(w, wsi, 404, 0,
+			      "device ids are [A-Za-z0-9_-]{1,64}\n");
+	if (!subprotocol_ok(wsi))
+		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
+	wait = authlimit_blocked(w->authlimit, addr, now);
+	if (wait) {
+		metrics_add(w->m, M_AUTH_FAIL_RATE_LIMITED, 1);
+		return refuse(w, wsi, 429, wait, "too many failed attempts\n");
+	}
+	if (w->nsessions >= w->max_sessions) {
+		metrics_add(w->m, M_REFUSED_FULL, 1);
+		return refuse(w, wsi, 503, 5, "hub is full\n");
+	}
+	n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n > 0 && n < (int)sizeof(auth) &&
+	    lws_hdr_copy(wsi, auth, sizeof(auth),
+			 WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+	    !strncasecmp(auth, "Bearer ", 7)) {
+		token = auth + 7;
+		while (*token == ' ')
+			token++;
+	}
+	if (!token)
+		token = lws_get_urlarg_by_name(wsi, "token=", arg,
+					       (int)sizeof(arg));
+	if (!token || !*token) {
+		metrics_add(w->m, M_AUTH_FAIL_NO_CREDENTIALS, 1);
+		authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr, "no_credentials");
+		return refuse(w, wsi, 401, 0, "credentials required\n");
+	}
+	rc = registry_creds_check(w->creds, id, token, strlen(token));
+	if (rc == HUB_ERR_DISABLED) {
+		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
+		log_auth_failure(w, id, addr, "disabled");
+		return refuse(w, wsi, 403, 0, "device disabled\n");
+	}
+	if (rc != HUB_OK) {
+		int known = registry_creds_fingerprint(w->creds, id, &disabled) != 0;
+
+		metrics_add(w->m, known ? M_AUTH_FAIL_BAD_TOKEN
+					: M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
+		authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr,
+				 known ? "bad_token" : "unknown_device");
+		return refuse(w, wsi, 401, 0, "unknown device or bad token\n");
+	}
+	w->pending.wsi = wsi;
+	memcpy(w->pending.device, id, idlen + 1);
+	snprintf(w->pending.addr, sizeof(w->pending.addr), "%s", addr);
+	w->pending.fingerprint =
+		registry_creds_fingerprint(w->creds, id, &disabled);
+	return 0;
+}
+
+/* ---- session life ---------------------------------------------------- */
+
+static void
+announce(struct worker *w, struct sess *s)
+{
+	char json[256];
+	struct bridge_msg *m;
+	int n;
+
+	m = bridge_msg_new(BRIDGE_SUB, s->device, NULL, NULL, 0);
+	if (m && bridge_submit(w->bridge, m) != HUB_OK)
+		bridge_msg_free(m);
+	n = snprintf(json, sizeof(json),
+		     "{\"op\":\"session\",\"session\":\"%s\",\"hub\":\"%s\","
+		     "\"ts\":%lld}",
+		     s->session, w->conf->hub_id, (long long)s->started_ms);
+	m = bridge_msg_new(BRIDGE_ANNOUNCE, s->device, NULL, json, (size_t)n);
+	if (!m)
+		return;
+	m->qos = 1;
+	snprintf(m->session, sizeof(m->session), "%s", s->session);
+	if (bridge_submit(w->bridge, m) != HUB_OK)
+		bridge_msg_free(m);
+}
+
+static int
+on_established(struct worker *w, struct sess *s, struct lws *wsi)
+{
+	struct writer_item it;
+	struct sess *old;
+
+	if (!s->device[0])
+		return -1;
+	s->w = w;
+	s->wsi = wsi;
+	s->handle = ++w->next_handle;
+	s->state = SESS_LIVE;
+	s->started_ms = hub_clock_ms();
+	s->last_rx_ms = mono_ms();
+	snprintf(s->session, sizeof(s->session), "%011llx%04x%02x%06x",
+		 (unsigned long long)s->started_ms, w->session_salt & 0xffff,
+		 (unsigned)w->index & 0xff, ++w->session_counter & 0xffffff);
+	hub_bucket_init(&s->bucket, (uint32_t)w->conf->rate,
+			(uint32_t)s->last_rx_ms);
+	old = map_find(w, s->device);
+	if (old) {
+		map_remove(w, old);
+		sess_close(old, 4001, "replaced");
+	}
+	map_insert(w, s);
+	w->nsessions++;
+	metrics_add(w->m, M_SESSIONS_ACCEPTED, 1);
+	metrics_add(w->m, M_CONNECTIONS, 1);
+
+	memset(&it, 0, sizeof(it));
+	it.kind = WRITER_OPEN;
+	it.publish = 1;
+	it.ts = s->started_ms;
+	memcpy(it.device, s->device, sizeof(it.device));
+	memcpy(it.session, s->session, sizeof(it.session));
+	memcpy(it.addr, s->addr, sizeof(it.addr));
+	if (writer_submit(w->writer, &it))
+		hub_log(HUB_LOG_ERR, "HUB-REG-FULL", "session row of %s lost",
+			s->device);
+	announce(w, s);
+	hub_log(HUB_LOG_DEBUG, "HUB-SESS-OPEN", "device=%s session=%s addr=%s",
+		s->device, s->session, s->addr);
+	return 0;
+}
+
+static const char *
+close_reason(struct worker *w, struct sess *s)
+{
+	if (s->close_reason)
+		return s->close_reason;
+	if (w->draining)
+		return "shutdown";
+	if (!s->peer_closed &&
+	    mono_ms() - s->last_rx_ms + 1500 >=
+		    (uint64_t)w->conf->idle_timeout * 1000)
+		return "timeout";
+	return "closed";
+}
+
+static void
+count_close(struct worker *w, const char *reason)
+{
+	static const struct {
+		const char *r;
+		enum metric m;
+	} t[] = {{"closed", M_CLOSED_CLOSED},	  {"timeout", M_CLOSED_TIMEOUT},
+		 {"kicked", M_CLOSED_KICKED},	  {"disabled", M_CLOSED_DISABLED},
+		 {"replaced", M_CLOSED_REPLACED}, {"shutdown", M_CLOSED_SHUTDOWN}};
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (!strcmp(t[i].r, reason))
+			metrics_add(w->m, t[i].m, 1);
+}
+
+static void
+on_closed(struct worker *w, struct sess *s)
+{
+	struct writer_item it;
+	const char *reason;
+
+	if (s->state == SESS_NEW) {
+		free_queues(s);
+		return;
+	}
+	reason = close_reason(w, s);
+	if (map_find(w, s->device) == s) {
+		struct bridge_msg *m;
+
+		map_remove(w, s);
+		m = bridge_msg_new(BRIDGE_UNSUB, s->device, NULL, NULL, 0);
+		if (m && bridge_submit(w->bridge, m) != HUB_OK)
+			bridge_msg_free(m);
+	}
+	memset(&it, 0, sizeof(it));
+	it.kind = WRITER_CLOSE;
+	it.publish = strcmp(reason, "replaced") != 0;
+	it.ts = hub_clock_ms();
+	memcpy(it.device, s->device, sizeof(it.device));
+	memcpy(it.session, s->session, sizeof(it.session));
+	snprintf(it.reason, sizeof(it.reason), "%s", reason);
+	if (writer_submit(w->writer, &it))
+		hub_log(HUB_LOG_ERR, "HUB-REG-FULL", "session end of %s lost",
+			s->device);
+	count_close(w, reason);
+	metrics_dec(w->m, M_CONNECTIONS);
+	w->nsessions--;
+	hub_log(HUB_LOG_DEBUG, "HUB-SESS-CLOSE", "device=%s session=%s reason=%s",
+		s->device, s->session, reason);
+	free_queues(s);
+	s->state = SESS_NEW;
+}
+
+/* ---- uplink ------------------------------------------------------------ */
+
+static void
+uplink(struct worker *w, struct sess *s, const char *topic,
+       const void *payload, size_t plen, int qos, int has_id, uint32_t id)
+{
+	struct bridge_msg *m;
+	int rc;
+
+	if (!hub_bucket_take(&s->bucket, (uint32_t)w->conf->rate,
+			     (uint32_t)mono_ms())) {
+		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
+		sess_err(s, has_id, id, FRAME_E_RATE_LIMITED,
+			 "over --rate messages per second");
+		return;
+	}
+	if (qos == 1) {
+		if (s->inflight >= (uint32_t)w->conf->inflight) {
+			metrics_add(w->m, M_DROP_INFLIGHT_FULL, 1);
+			sess_err(s, 1, id, FRAME_E_INFLIGHT_FULL,
+				 "too many unacknowledged QoS 1 messages");
+			return;
+		}
+		if (!bridge_has_room(w->bridge)) {
+			metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
+			sess_err(s, 1, id, FRAME_E_BROKER_UNAVAILABLE,
+				 "broker unavailable and buffer full");
+			return;
+		}
+	}
+	m = bridge_msg_new(BRIDGE_PUB, s->device, topic, payload, plen);
+	if (!m) {
+		sess_err(s, has_id, id, FRAME_E_BROKER_UNAVAILABLE,
+			 "out of memory");
+		return;
+	}
+	m->qos = qos;
+	m->sess = s->handle;
+	m->msg_id = id;
+	m->t_rx_us = hub_clock_mono_us();
+	memcpy(m->session, s->session, sizeof(m->session));
+	rc = bridge_submit(w->bridge, m);
+	if (rc == HUB_OK) {
+		if (qos == 1)
+			s->inflight++;
+		metrics_add(w->m, qos ? M_PUB_QOS1 : M_PUB_QOS0, 1);
+		return;
+	}
+	bridge_msg_free(m);
+	if (qos == 1) {
+		metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
+		sess_err(s, 1, id, FRAME_E_BROKER_UNAVAILABLE,
+			 "broker unavailable and buffer full");
+	} else
+		metrics_add(w->m, M_DROP_QOS0_BROKER_DOWN, 1);
+}
+
+static void
+on_device_ack(struct worker *w, struct sess *s, uint32_t id)
+{
+	struct cmd_pending **p = &s->cmds, *c;
+	struct bridge_msg *m;
+
+	metrics_add(w->m, M_CMD_ACKS, 1);
+	while (*p && (*p)->id != id)
+		p = &(*p)->next;
+	if (!*p)
+		return; /* a live, non-retained command: nothing to clear */
+	c = *p;
+	*p = c->next;
+	s->ncmds--;
+	/* the offline command was delivered: take it off the broker */
+	m = bridge_msg_new(BRIDGE_CLEAR, s->device, c->topic, NULL, 0);
+	if (m) {
+		m->qos = 1;
+		m->retain = 1;
+		if (bridge_submit(w->bridge, m) != HUB_OK)
+			bridge_msg_free(m);
+	}
+	free(c);
+}
+
+static int
+on_text(struct worker *w, struct sess *s, const char *buf, size_t len)
+{
+	struct frame_in in;
+	const char *code, *msg;
+	char out[64];
+	size_t n;
+
+	if (!bridge_utf8_valid(buf, len)) {
+		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
+				 (unsigned char *)"invalid UTF-8", 13);
+		s->close_reason = "closed";
+		return -1;
+	}
+	if (frame_parse_text(buf, len, &in, &code, &msg) != HUB_OK) {
+		metrics_add(w->m, strcmp(code, FRAME_E_BAD_TOPIC)
+					  ? M_DROP_BAD_FRAME
+					  : M_DROP_BAD_TOPIC, 1);
+		sess_err(s, in.has_id, in.id, code, msg);
+		return 0;
+	}
+	switch (in.op) {
+	case FRAME_PING:
+		n = frame_pong(out, sizeof(out));
+		sess_send(s, out, n, 0);
+		break;
+	case FRAME_PONG:
+		break;
+	case FRAME_ACK:
+		on_device_ack(w, s, in.id);
+		break;
+	case FRAME_PUB:
+		uplink(w, s, in.topic, in.payload, in.payload_len, in.qos,
+		       in.has_id, in.id);
+		break;
+	}
+	free(in.payload);
+	return 0;
+}
+
+static void
+on_binary(struct worker *w, struct sess *s, const uint8_t *buf, size_t len)
+{
+	char topic[256];
+	const uint8_t *payload;
+	const char *code;
+	size_t plen;
+
+	if (frame_parse_binary(buf, len, topic, sizeof(topic), &payload, &plen,
+			       &code) != HUB_OK) {
+		metrics_add(w->m, strcmp(code, FRAME_E_BAD_TOPIC)
+					  ? M_DROP_BAD_FRAME
+					  : M_DROP_BAD_TOPIC, 1);
+		sess_err(s, 0, 0, code,
+			 "binary frame: byte 0 = topic length 1..255, topic, "
+			 "payload");
+		return;
+	}
+	uplink(w, s, topic, payload, plen, 0, 0, 0);
+}
+
+static int
+on_receive(struct worker *w, struct sess *s, struct lws *wsi,
+	   const unsigned char *in, size_t len)
+{
+	int first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
+	size_t cap = (size_t)w->conf->max_frame;
+	int rc = 0;
+
+	if (s->state != SESS_LIVE)
+		return 0;
+	s->last_rx_ms = mono_ms();
+	if (first) {
+		s->rx_len = 0;
+		s->rx_binary = lws_frame_is_binary(wsi);
+	}
+	if (s->rx_len + len > cap) {
+		metrics_add(w->m, M_DROP_TOO_LARGE, 1);
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)"frame too large", 15);
+		s->close_reason = "closed";
+		return -1;
+	}
+	metrics_add(w->m, M_BYTES_IN, len);
+	if (first && final) {
+		metrics_add(w->m, M_MSG_IN, 1);
+		if (s->rx_binary)
+			on_binary(w, s, in, len);
+		else
+			rc = on_text(w, s, (const char *)in, len);
+		return rc;
+	}
+	if (!s->rx) {
+		s->rx = malloc(cap);
+		if (!s->rx)
+			return -1;
+	}
+	memcpy(s->rx + s->rx_len, in, len);
+	s->rx_len += len;
+	if (!final)
+		return 0;
+	metrics_add(w->m, M_MSG_IN, 1);
+	if (s->rx_binary)
+		on_binary(w, s, s->rx, s->rx_len);
+	else
+		rc = on_text(w, s, (const char *)s->rx, s->rx_len);
+	free(s->rx);
+	s->rx = NULL;
+	s->rx_len = 0;
+	return rc;
+}
+
+static int
+on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
+{
+	struct outf *f = s->out_head;
+	char reason[32];
+
+	if (f) {
+		int n = lws_write(wsi, f->buf + LWS_PRE, f->len,
+				  f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+
+		s->out_head = f->next;
+		if (!s->out_head)
+			s->out_tail = NULL;
+		s->out_count--;
+		s->out_bytes -= f->len;
+		free(f);
+		if (n < 0)
+			return -1;
+		metrics_add(w->m, M_MSG_OUT, 1);
+		metrics_add(w->m, M_BYTES_OUT, (uint64_t)n);
+		if (s->out_head || s->state == SESS_CLOSING)
+			lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (s->state == SESS_CLOSING && s->close_code) {
+		int n = snprintf(reason, sizeof(reason), "%s", s->close_reason);
+
+		lws_close_reason(wsi, (enum lws_close_status)s->close_code,
+				 (unsigned char *)reason, (size_t)n);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- events from the other threads ----------------------------------- */
+
+static void
+on_cmd(struct worker *w, struct bridge_ev *e)
+{
+	struct sess *s = map_find(w, e->device);
+	enum bridge_pl kind;
+	int64_t id = -1;
+	size_t cap, n;
+	char *buf;
+
+	if (!s || s->state != SESS_LIVE)
+		return; /* retained ones wait in the broker */
+	kind = bridge_payload_kind(e->payload, e->len);
+	if (kind == BRIDGE_PL_BINARY) {
+		cap = 1 + strlen(e->topic) + e->len;
+		buf = malloc(cap);
+		if (!buf)
+			return;
+		n = frame_binary((uint8_t *)buf, cap, e->topic, e->payload,
+				 e->len);
+		if (n)
+			sess_send(s, buf, n, 1);
+		free(buf);
+		/* binary frames carry no id: clear an offline one on delivery */
+		if (n && e->retained)
+			id = -2;
+	} else {
+		if (e->qos > 0)
+			id = ++s->next_cmd_id;
+		cap = frame_msg_bound(e->topic, e->len);
+		buf = malloc(cap);
+		if (!buf)
+			return;
+		n = frame_msg(buf, cap, e->topic, e->payload, e->len,
+			      kind == BRIDGE_PL_JSON ? 0 : 1, id);
+		if (n)
+			sess_send(s, buf, n, 0);
+		free(buf);
+	}
+	if (!n)
+		return;
+	metrics_add(w->m, M_CMDS_DELIVERED, 1);
+	if (!e->retained)
+		return;
+	if (id == -2 || id < 0) {
+		struct bridge_msg *m =
+			bridge_msg_new(BRIDGE_CLEAR, s->device, e->topic, NULL, 0);
+		if (m) {
+			m->qos = 1;
+			m->retain = 1;
+			if (bridge_submit(w->bridge, m) != HUB_OK)
+				bridge_msg_free(m);
+		}
+		return;
+	}
+	if (s->ncmds < SESS_CMD_PENDING_MAX) {
+		struct cmd_pending *c = calloc(1, sizeof(*c));
+
+		if (!c)
+			return;
+		c->id = (uint32_t)id;
+		snprintf(c->topic, sizeof(c->topic), "%s", e->topic);
+		c->next = s->cmds;
+		s->cmds = c;
+		s->ncmds++;
+	}
+}
+
+static void
+on_session_ev(struct worker *w, struct bridge_ev *e)
+{
+	struct sess *s = map_find(w, e->device);
+	const cJSON *op, *sid, *ts;
+	cJSON *root;
+
+	if (!s || s->state != SESS_LIVE)
+		return;
+	root = cJSON_ParseWithLength(e->payload, e->len);
+	if (!root)
+		return;
+	op = cJSON_GetObjectItemCaseSensitive(root, "op");
+	if (cJSON_IsString(op) && !strcmp(op->valuestring, "kick")) {
+		hub_log(HUB_LOG_INFO, "HUB-KICK", "device=%s", s->device);
+		sess_close(s, 4004, "kicked");
+	} else if (cJSON_IsString(op) && !strcmp(op->valuestring, "session")) {
+		sid = cJSON_GetObjectItemCaseSensitive(root, "session");
+		ts = cJSON_GetObjectItemCaseSensitive(root, "ts");
+		if (cJSON_IsString(sid) && cJSON_IsNumber(ts) &&
+		    strcmp(sid->valuestring, s->session) &&
+		    ((int64_t)ts->valuedouble > s->started_ms ||
+		     ((int64_t)ts->valuedouble == s->started_ms &&
+		      strcmp(sid->valuestring, s->session) > 0))) {
+			hub_log(HUB_LOG_INFO, "HUB-SESS-REPLACED",
+				"device=%s session=%s by=%s", s->device,
+				s->session, sid->valuestring);
+			sess_close(s, 4001, "replaced");
+		}
+	}
+	cJSON_Delete(root);
+}
+
+static void
+revalidate(struct worker *w)
+{
+	size_t b;
+
+	for (b = 0; b <= w->map_mask; b++) {
+		struct sess *s;
+
+		for (s = w->map[b]; s; s = s->hnext) {
+			int disabled = 0;
+			uint64_t fp = registry_creds_fingerprint(
+				w->creds, s->device, &disabled);
+
+			if (s->state != SESS_LIVE)
+				continue;
+			if (fp != s->fingerprint) {
+				hub_log(HUB_LOG_INFO, "HUB-AUTH-REVOKED",
+					"device=%s", s->device);
+				sess_close(s, 1008, "disabled");
+			} else if (disabled) {
+				hub_log(HUB_LOG_INFO, "HUB-DISABLED",
+					"device=%s", s->device);
+				sess_close(s, 4003, "disabled");
+			}
+		}
+	}
+}
+
+void
+hub__service_wake(struct worker *w)
+{
+	struct registry_creds *c;
+	struct bridge_ev *e;
+	struct sess *s;
+
+	__atomic_store_n(&w->wake_pending, 0, __ATOMIC_RELEASE);
+	c = writer_take_creds(w->writer);
+	if (c) {
+		registry_creds_free(w->creds);
+		w->creds = c;
+		metrics_set(w->m, M_DEVICES_KNOWN, registry_creds_count(c));
+		revalidate(w);
+	}
+	while ((e = bridge_poll(w->bridge))) {
+		switch (e->kind) {
+		case BRIDGE_EV_ACK:
+			s = map_find(w, e->device);
+			if (e->t_rx_us)
+				metrics_latency(w->m,
+						hub_clock_mono_us() - e->t_rx_us);
+			if (s && s->handle == e->sess) {
+				char out[64];
+				size_t n = frame_ack(out, sizeof(out), e->msg_id);
+
+				if (s->inflight)
+					s->inflight--;
+				sess_send(s, out, n, 0);
+				metrics_add(w->m, M_ACKS_SENT, 1);
+			}
+			break;
+		case BRIDGE_EV_NACK:
+			/* the broker refused it (e.g. an ACL): never resent */
+			s = map_find(w, e->device);
+			if (s && s->handle == e->sess) {
+				if (s->inflight)
+					s->inflight--;
+				metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
+				sess_err(s, 1, e->msg_id,
+					 FRAME_E_BROKER_UNAVAILABLE,
+					 "the broker refused the message");
+			}
+			break;
+		case BRIDGE_EV_CMD:
+			on_cmd(w, e);
+			break;
+		case BRIDGE_EV_SESSION:
+			on_session_ev(w, e);
+			break;
+		case BRIDGE_EV_LINK:
+			hub_log(e->up ? HUB_LOG_INFO : HUB_LOG_WARN,
+				e->up ? "HUB-BROKER-UP" : "HUB-BROKER-DOWN",
+				"%s", w->conf->broker);
+			break;
+		}
+		bridge_ev_free(e);
+	}
+}
+
+void
+hub__drain_step(struct worker *w)
+{
+	uint64_t elapsed = mono_ms() - w->drain_start_ms;
+	uint64_t span = (uint64_t)w->conf->drain * 1000;
+	int target;
+	size_t b;
+
+	target = span == 0 || elapsed >= span
+			 ? w->drain_total
+			 : (int)((uint64_t)w->drain_total * elapsed / span) + 1;
+	for (b = 0; b <= w->map_mask && w->drain_closed < target; b++) {
+		struct sess *s;
+
+		for (s = w->map[b]; s && w->drain_closed < target; s = s->hnext)
+			if (s->state == SESS_LIVE) {
+				sess_close(s, 1001, "shutdown");
+				w->drain_closed++;
+			}
+	}
+}
+
+void
+hub__sample_gauges(struct worker *w)
+{
+	struct bridge_stats st;
+
+	bridge_get_stats(w->bridge, &st);
+	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
+	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t)!!st.connected);
+	metrics_set(w->m, M_WRITER_QUEUE, writer_queue_len(w->writer));
+	metrics_set(w->m, M_BRIDGE_SENT, st.sent);
+	metrics_set(w->m, M_BRIDGE_ACKED, st.acked);
+	metrics_set(w->m, M_BRIDGE_RESENT, st.resent);
+	metrics_set(w->m, M_BRIDGE_CONNECTS, st.connects);
+}
+
+/* ---- the lws protocol callback ---------------------------------------- */
+
+int
+hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		     void *user, void *in, size_t len)
+{
+	struct worker *w = lws_context_user(lws_get_context(wsi));
+	struct sess *s = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		return on_confirm_upgrade(w, wsi, in);
+	case LWS_CALLBACK_HTTP:
+		/* a plain request on the device port */
+		if (in && !strncmp(in, "/v1/devices/", 12))
+			return hub__http_answer(wsi, 426, "text/plain",
+						"websocket upgrade required\n",
+						27, 0)
+				       ? -1
+				       : lws_http_transaction_completed(wsi);
+		return hub__http_answer(wsi, 404, "text/plain",
+					"no such endpoint\n", 17, 0)
+			       ? -1
+			       : lws_http_transaction_completed(wsi);
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (w->pending.wsi != wsi)
+			return 1;
+		memset(s, 0, sizeof(*s));
+		memcpy(s->device, w->pending.device, sizeof(s->device));
+		memcpy(s->addr, w->pending.addr, sizeof(s->addr));
+		s->fingerprint = w->pending.fingerprint;
+		w->pending.wsi = NULL;
+		return 0;
+	case LWS_CALLBACK_ESTABLISHED:
+		return on_established(w, s, wsi);
+	case LWS_CALLBACK_RECEIVE:
+		return on_receive(w, s, wsi, in, len);
+	case LWS_CALLBACK_RECEIVE_PONG:
+		if (s->state == SESS_LIVE)
+			s->last_rx_ms = mono_ms();
+		return 0;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		s->peer_closed = 1;
+		return 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return on_writeable(w, s, wsi);
+	case LWS_CALLBACK_CLOSED:
+		on_closed(w, s);
+		return 0;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		hub__service_wake(w);
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

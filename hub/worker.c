@@ -1,0 +1,270 @@
+/*
+ * worker.c - one hubd worker process: the libev loop that lws runs on (the
+ * service thread), the bridge thread, the registry writer thread, and the
+ * SIGTERM drain.
+ *
+ * Threads: this file runs on the worker's main thread, which is the lws
+ * service thread. wake() is called from the bridge and writer threads; it
+ * only calls lws_cancel_service(), the one lws call allowed off-thread.
+ */
+#include "hub_int.h"
+#include "hub_log.h"
+
+#include <ev.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define TICK_S 0.1
+
+static struct worker *the_worker; /* for the libev watchers only */
+
+static void
+wake(void *arg)
+{
+	struct worker *w = arg;
+
+	if (!__atomic_exchange_n(&w->wake_pending, 1, __ATOMIC_ACQ_REL) &&
+	    w->ctx)
+		lws_cancel_service(w->ctx);
+}
+
+static const struct lws_protocols device_protocols[] = {
+	{"hub.v1", hub__device_callback, sizeof(struct sess), 4096, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static const struct lws_protocols http_protocols[] = {
+	{"http", hub__http_callback, 0, 0, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0}};
+
+static void
+begin_drain(struct worker *w)
+{
+	if (w->draining)
+		return;
+	w->draining = 1;
+	w->drain_start_ms = hub_clock_mono_us() / 1000;
+	w->drain_total = w->nsessions;
+	w->drain_closed = 0;
+	hub_log(HUB_LOG_INFO, "HUB-DRAIN", "closing %d sessions over %d s",
+		w->nsessions, w->conf->drain);
+}
+
+static void
+on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
+{
+	(void)loop;
+	(void)revents;
+	(void)sw;
+	begin_drain(the_worker);
+}
+
+static void
+on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = the_worker;
+	static unsigned ticks;
+	uint64_t now;
+
+	(void)t;
+	(void)revents;
+	if (++ticks % 10 == 0)
+		hub__sample_gauges(w);
+	if (!w->draining)
+		return;
+	hub__drain_step(w);
+	now = hub_clock_mono_us() / 1000;
+	/* all closed, or the close handshakes have had 5 s past the drain */
+	if (w->nsessions == 0 ||
+	    now - w->drain_start_ms > (uint64_t)w->conf->drain * 1000 + 5000)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static struct lws_vhost *
+make_vhost(struct worker *w, const char *name, const char *host, int port,
+	   const struct lws_protocols *protocols, int tls)
+{
+	const struct conf *c = w->conf;
+	struct lws_context_creation_info info;
+	static lws_retry_bo_t retry;
+
+	memset(&info, 0, sizeof(info));
+	info.vhost_name = name;
+	info.port = port;
+	info.iface = strcmp(host, "0.0.0.0") ? host : NULL;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE |
+		       LWS_SERVER_OPTION_DISABLE_IPV6;
+	if (tls) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = c->tls_cert;
+		info.ssl_private_key_filepath = c->tls_key;
+		if (c->device_ca[0])
+			info.ssl_ca_filepath = c->device_ca;
+	}
+	/* WebSocket ping every --heartbeat s, close after --idle-timeout s
+	 * without a pong (lws validity timers) */
+	retry.secs_since_valid_ping = (uint16_t)c->heartbeat;
+	retry.secs_since_valid_hangup = (uint16_t)c->idle_timeout;
+	info.retry_and_idle_policy = &retry;
+	info.timeout_secs = 20; /* TLS and HTTP handshakes */
+	info.keepalive_timeout = 10;
+	return lws_create_vhost(w->ctx, &info);
+}
+
+int
+hub__worker_run(const struct conf *c, int index, int nworkers,
+		struct metrics *metrics)
+{
+	struct lws_context_creation_info info;
+	struct bridge_config bc;
+	struct writer_config wc;
+	struct ev_loop *loop;
+	ev_signal sig_term, sig_int;
+	ev_timer tick;
+	char client_id[96], tag[16], err[256];
+	struct worker w;
+	unsigned repaired = 0;
+	void *foreign[1];
+	int rc = 1;
+
+	memset(&w, 0, sizeof(w));
+	the_worker = &w;
+	w.conf = c;
+	w.index = index;
+	w.nworkers = nworkers;
+	w.metrics = metrics;
+	w.m = &metrics->slot[index];
+	metrics_reset_gauges(w.m);
+	__atomic_store_n(&w.m->pid, getpid(), __ATOMIC_RELAXED);
+	snprintf(tag, sizeof(tag), "w%d", index);
+	hub_log_set_tag(tag);
+	w.max_sessions = (c->max_conns + nworkers - 1) / nworkers;
+	if (getrandom(&w.session_salt, sizeof(w.session_salt), 0) < 0)
+		w.session_salt = (uint32_t)getpid();
+	w.authlimit = authlimit_new(8192, (unsigned)c->auth_fail_limit);
+	if (!w.authlimit || hub__map_init(&w, (size_t)w.max_sessions)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
+		goto out;
+	}
+
+	memset(&bc, 0, sizeof(bc));
+	bc.broker = c->broker;
+	bc.user = c->broker_user[0] ? c->broker_user : NULL;
+	bc.password = c->broker_password[0] ? c->broker_password : NULL;
+	bc.mqtt_version = c->mqtt_version;
+	bc.hub_id = c->hub_id;
+	snprintf(client_id, sizeof(client_id), "%s-w%d", c->hub_id, index);
+	bc.client_id = client_id;
+	bc.prefix = c->prefix;
+	bc.node_status = index == 0;
+	bc.max_pending = c->bridge_buffer / (size_t)nworkers + 1;
+	bc.window = 1000;
+	w.bridge = bridge_new(&bc, wake, &w, err, sizeof(err));
+	if (!w.bridge) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "bridge: %s", err);
+		goto out;
+	}
+
+	memset(&wc, 0, sizeof(wc));
+	wc.db = c->db;
+	wc.hub_id = c->hub_id;
+	wc.prefix = c->prefix;
+	wc.worker = index;
+	wc.nworkers = nworkers;
+	wc.queue_cap = (size_t)w.max_sessions * 3 + 65536;
+	w.writer = writer_new(&wc, w.bridge, wake, &w, err, sizeof(err),
+			      &repaired);
+	if (!w.writer) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "registry %s: %s", c->db, err);
+		goto out;
+	}
+	if (repaired)
+		hub_log(HUB_LOG_INFO, "HUB-REPAIR",
+			"closed %u sessions left open by a previous run "
+			"(hub_restart)",
+			repaired);
+	w.creds = writer_take_creds(w.writer);
+	metrics_set(w.m, M_DEVICES_KNOWN, registry_creds_count(w.creds));
+	metrics_set(w.m, M_REGISTRY_OPEN, 1);
+
+	loop = ev_default_loop(EVFLAG_AUTO | EVBACKEND_EPOLL);
+	if (!loop) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "libev: no loop");
+		goto out;
+	}
+	foreign[0] = loop;
+	memset(&info, 0, sizeof(info));
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_LIBEV |
+		       LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.foreign_loops = foreign;
+	info.user = &w;
+	info.count_threads = 1;
+	w.ctx = lws_create_context(&info);
+	if (!w.ctx) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "lws context failed");
+		goto out;
+	}
+	if (!make_vhost(&w, "devices", c->listen_host, c->listen_port,
+			device_protocols, !c->no_tls)) {
+		hub_log(HUB_LOG_ERR, "HUB-START",
+			"cannot listen on %s:%d (or TLS files unusable)",
+			c->listen_host, c->listen_port);
+		goto out;
+	}
+	if (!make_vhost(&w, "ops", c->http_host, c->http_port, http_protocols,
+			0)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "cannot listen on %s:%d",
+			c->http_host, c->http_port);
+		goto out;
+	}
+	if (writer_start(w.writer) || bridge_start(w.bridge)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "cannot start threads");
+		goto out;
+	}
+
+	ev_signal_init(&sig_term, on_signal, SIGTERM);
+	ev_signal_start(loop, &sig_term);
+	ev_signal_init(&sig_int, on_signal, SIGINT);
+	ev_signal_start(loop, &sig_int);
+	ev_timer_init(&tick, on_tick, TICK_S, TICK_S);
+	ev_timer_start(loop, &tick);
+	hub_log(HUB_LOG_INFO, "HUB-READY",
+		"worker %d listening on %s:%d (%s), %zu devices, max %d sessions",
+		index, c->listen_host, c->listen_port, c->no_tls ? "ws" : "wss",
+		registry_creds_count(w.creds), w.max_sessions);
+
+	ev_run(loop, 0);
+
+	/* drained (or timed out): whatever is left closes as "shutdown" */
+	w.draining = 1;
+	ev_timer_stop(loop, &tick);
+	ev_signal_stop(loop, &sig_term);
+	ev_signal_stop(loop, &sig_int);
+	lws_context_destroy(w.ctx);
+	w.ctx = NULL;
+	writer_stop(w.writer); /* every offline row written, statuses queued */
+	if (bridge_stop(w.bridge, 10000) != HUB_OK)
+		hub_log(HUB_LOG_ERR, "HUB-FLUSH",
+			"broker did not take every message before exit");
+	hub_log(HUB_LOG_INFO, "HUB-EXIT", "worker %d drained", index);
+	rc = 0;
+out:
+	if (w.ctx)
+		lws_context_destroy(w.ctx);
+	if (w.bridge && rc)
+		bridge_stop(w.bridge, 0);
+	writer_free(w.writer);
+	bridge_free(w.bridge);
+	registry_creds_free(w.creds);
+	authlimit_free(w.authlimit);
+	hub__map_free(&w);
+	metrics_set(w.m, M_REGISTRY_OPEN, 0);
+	metrics_set(w.m, M_BROKER_CONNECTED, 0);
+	metrics_set(w.m, M_CONNECTIONS, 0);
+	return rc;
+}

@@ -1,0 +1,356 @@
+/*
+ * writer.c - the registry writer thread; see writer.h.
+ *
+ * Threads: writer_new/start/stop/free on the worker's main (service) thread;
+ * the loop and every registry call on the writer thread; writer_submit and
+ * writer_take_creds on the service thread (the queue and creds_lock are the
+ * only shared state).
+ */
+#include "writer.h"
+#include "bridge.h"
+#include "hub_log.h"
+#include "hub_queue.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BATCH_MAX 4096
+
+struct writer {
+	struct writer_config cfg;
+	char hub_id[64], prefix[64];
+	struct registry *reg;
+	struct bridge *br;
+	struct hub_queue *q;
+	pthread_t thread;
+	int started;
+	void (*wake)(void *);
+	void *wake_arg;
+
+	int64_t seq[BATCH_MAX]; /* per batch item: presence seq assigned */
+	int running;
+
+	pthread_mutex_t creds_lock;
+	struct registry_creds *new_creds; /* guarded by creds_lock */
+	int64_t data_version, devices_rev;
+};
+
+static void
+publish_status(struct writer *w, const struct writer_item *it, int online,
+	       int64_t seq)
+{
+	char json[512];
+	struct bridge_msg *m;
+	int n;
+
+	if (online)
+		n = snprintf(json, sizeof(json),
+			     "{\"online\":true,\"seq\":%lld,\"ts\":%lld,"
+			     "\"hub\":\"%s\",\"session\":\"%s\",\"addr\":\"%s\"}",
+			     (long long)seq, (long long)it->ts, w->hub_id,
+			     it->session, it->addr);
+	else
+		n = snprintf(json, sizeof(json),
+			     "{\"online\":false,\"seq\":%lld,\"ts\":%lld,"
+			     "\"reason\":\"%s\"}",
+			     (long long)seq, (long long)it->ts, it->reason);
+	if (n <= 0 || (size_t)n >= sizeof(json))
+		return;
+	m = bridge_msg_new(BRIDGE_STATUS, it->device, "status", json, (size_t)n);
+	if (!m) {
+		hub_log(HUB_LOG_ERR, "HUB-STATUS-LOST", "out of memory for %s",
+			it->device);
+		return;
+	}
+	m->qos = 1;
+	m->retain = 1;
+	snprintf(m->session, sizeof(m->session), "%s", it->session);
+	if (bridge_submit(w->br, m) != HUB_OK) {
+		hub_log(HUB_LOG_ERR, "HUB-STATUS-LOST",
+			"bridge refused status of %s", it->device);
+		bridge_msg_free(m);
+	}
+}
+
+struct repair_ctx {
+	struct writer *w;
+	unsigned n;
+	int64_t ts;
+};
+
+static void
+repair_cb(void *arg, const char *device, const char *session, int64_t seq)
+{
+	struct repair_ctx *x = arg;
+	struct writer_item it;
+
+	memset(&it, 0, sizeof(it));
+	snprintf(it.device, sizeof(it.device), "%s", device);
+	snprintf(it.session, sizeof(it.session), "%s", session);
+	snprintf(it.reason, sizeof(it.reason), "hub_restart");
+	it.ts = x->ts;
+	publish_status(x->w, &it, 0, seq);
+	x->n++;
+}
+
+struct writer *
+writer_new(const struct writer_config *cfg, struct bridge *br,
+	   void (*wake)(void *), void *wake_arg, char *err, size_t errlen,
+	   unsigned *repaired)
+{
+	struct repair_ctx rx;
+	struct writer *w;
+	int rc;
+
+	*repaired = 0;
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	w->cfg = *cfg;
+	snprintf(w->hub_id, sizeof(w->hub_id), "%s", cfg->hub_id);
+	snprintf(w->prefix, sizeof(w->prefix), "%s", cfg->prefix);
+	w->br = br;
+	w->wake = wake;
+	w->wake_arg = wake_arg;
+	pthread_mutex_init(&w->creds_lock, NULL);
+	w->q = hub_queue_new(cfg->queue_cap);
+	if (!w->q) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	rc = registry_open(cfg->db, &w->reg, err, errlen);
+	if (rc)
+		goto fail;
+	rx.w = w;
+	rx.n = 0;
+	rx.ts = hub_clock_ms();
+	rc = registry_repair(w->reg, w->hub_id, cfg->worker,
+			     cfg->worker == 0 ? cfg->nworkers : -1, repair_cb,
+			     &rx);
+	if (rc) {
+		snprintf(err, errlen, "repair: %s: %s", hub_strerror(rc),
+			 registry_errmsg(w->reg));
+		goto fail;
+	}
+	*repaired = rx.n;
+	if (registry_data_version(w->reg, &w->data_version) ||
+	    registry_devices_rev(w->reg, &w->devices_rev) ||
+	    registry_creds_load(w->reg, &w->new_creds)) {
+		snprintf(err, errlen, "loading credentials: %s",
+			 registry_errmsg(w->reg));
+		goto fail;
+	}
+	return w;
+fail:
+	writer_free(w);
+	return NULL;
+}
+
+static int
+transient(int rc)
+{
+	return rc == HUB_ERR_BUSY || rc == HUB_ERR_IO || rc == HUB_ERR_NOMEM;
+}
+
+/*
+ * Writes one batch in one transaction. Each registry call runs in its own
+ * savepoint, so an item that fails for good (a malformed row) is logged and
+ * skipped without undoing the others; a busy or failing disk is retried
+ * until it works, because every item is a session transition that must not
+ * be lost.
+ */
+static void
+apply(struct writer *w, struct writer_item **items, size_t n)
+{
+	size_t i;
+	int rc;
+
+	for (;;) {
+		rc = registry_begin(w->reg);
+		for (i = 0; rc == HUB_OK && i < n; i++) {
+			struct writer_item *it = items[i];
+			struct registry_session s;
+
+			w->seq[i] = 0;
+			switch (it->kind) {
+			case WRITER_OPEN:
+				memset(&s, 0, sizeof(s));
+				snprintf(s.device, sizeof(s.device), "%s", it->device);
+				snprintf(s.session, sizeof(s.session), "%s", it->session);
+				snprintf(s.hub, sizeof(s.hub), "%s", w->hub_id);
+				snprintf(s.addr, sizeof(s.addr), "%s", it->addr);
+				s.worker = w->cfg.worker;
+				s.ts = it->ts;
+				rc = registry_session_open(w->reg, &s, &w->seq[i]);
+				break;
+			case WRITER_CLOSE:
+				rc = registry_session_close(w->reg, it->session,
+							    it->reason, it->ts,
+							    &w->seq[i]);
+				if (rc == HUB_ERR_NOTFOUND)
+					rc = HUB_OK; /* repaired meanwhile */
+				break;
+			case WRITER_AUTH_FAILED:
+				rc = registry_auth_failed(w->reg, it->device,
+							  it->addr, w->hub_id,
+							  it->reason, it->ts);
+				break;
+			}
+			if (rc != HUB_OK && !transient(rc)) {
+				hub_log(HUB_LOG_ERR, "HUB-REG-SKIP",
+					"device=%s session=%s: %s: %s",
+					it->device, it->session,
+					hub_strerror(rc),
+					registry_errmsg(w->reg));
+				w->seq[i] = 0;
+				rc = HUB_OK;
+			}
+		}
+		if (rc == HUB_OK)
+			rc = registry_commit(w->reg);
+		if (rc == HUB_OK)
+			return;
+		hub_log(HUB_LOG_WARN, "HUB-REG-RETRY", "batch of %zu: %s: %s", n,
+			hub_strerror(rc), registry_errmsg(w->reg));
+		registry_rollback(w->reg);
+		usleep(100000);
+	}
+}
+
+static void
+poll_devices(struct writer *w)
+{
+	struct registry_creds *c;
+	int64_t dv, rev;
+
+	if (registry_data_version(w->reg, &dv) || dv == w->data_version)
+		return;
+	w->data_version = dv;
+	if (registry_devices_rev(w->reg, &rev) || rev == w->devices_rev)
+		return;
+	if (registry_creds_load(w->reg, &c)) {
+		hub_log(HUB_LOG_ERR, "HUB-CREDS-LOAD", "%s",
+			registry_errmsg(w->reg));
+		return;
+	}
+	w->devices_rev = rev;
+	pthread_mutex_lock(&w->creds_lock);
+	registry_creds_free(w->new_creds);
+	w->new_creds = c;
+	pthread_mutex_unlock(&w->creds_lock);
+	hub_log(HUB_LOG_INFO, "HUB-CREDS-RELOAD", "%zu devices",
+		registry_creds_count(c));
+	w->wake(w->wake_arg);
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct writer_item *items[BATCH_MAX];
+	uint64_t next_poll = hub_clock_mono_us() + 1000000;
+	size_t n, i;
+
+	for (;;) {
+		n = hub_queue_wait(w->q, (void **)items, BATCH_MAX, 250);
+		if (n) {
+			apply(w, items, n);
+			for (i = 0; i < n; i++) {
+				struct writer_item *it = items[i];
+
+				if (it->kind != WRITER_AUTH_FAILED && it->publish &&
+				    w->seq[i])
+					publish_status(w, it,
+						       it->kind == WRITER_OPEN,
+						       w->seq[i]);
+				free(it);
+			}
+		} else if (!__atomic_load_n(&w->running, __ATOMIC_ACQUIRE))
+			break; /* closed and drained */
+		if (hub_clock_mono_us() >= next_poll) {
+			poll_devices(w);
+			next_poll = hub_clock_mono_us() + 1000000;
+		}
+	}
+	return NULL;
+}
+
+int
+writer_start(struct writer *w)
+{
+	__atomic_store_n(&w->running, 1, __ATOMIC_RELEASE);
+	if (pthread_create(&w->thread, NULL, writer_main, w))
+		return HUB_ERR_IO;
+	w->started = 1;
+	return HUB_OK;
+}
+
+int
+writer_submit(struct writer *w, const struct writer_item *it)
+{
+	struct writer_item *c = malloc(sizeof(*c));
+	int rc;
+
+	if (!c)
+		return HUB_ERR_NOMEM;
+	*c = *it;
+	rc = hub_queue_push(w->q, c);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+struct registry_creds *
+writer_take_creds(struct writer *w)
+{
+	struct registry_creds *c;
+
+	pthread_mutex_lock(&w->creds_lock);
+	c = w->new_creds;
+	w->new_creds = NULL;
+	pthread_mutex_unlock(&w->creds_lock);
+	return c;
+}
+
+size_t
+writer_queue_len(struct writer *w)
+{
+	return hub_queue_len(w->q);
+}
+
+void
+writer_stop(struct writer *w)
+{
+	if (!w || !w->started)
+		return;
+	__atomic_store_n(&w->running, 0, __ATOMIC_RELEASE);
+	hub_queue_close(w->q);
+	pthread_join(w->thread, NULL);
+	w->started = 0;
+}
+
+void
+writer_free(struct writer *w)
+{
+	void *left[64];
+	size_t n, i;
+
+	if (!w)
+		return;
+	writer_stop(w);
+	if (w->q) {
+		while ((n = hub_queue_pop_many(w->q, left, 64)))
+			for (i = 0; i < n; i++)
+				free(left[i]);
+		hub_queue_free(w->q);
+	}
+	registry_creds_free(w->new_creds);
+	registry_close(w->reg);
+	pthread_mutex_destroy(&w->creds_lock);
+	free(w);
+}

@@ -1,0 +1,70 @@
+/*
+ * writer.h - the registry writer thread of one worker.
+ *
+ * It owns the worker's SQLite connection. The service thread hands it
+ * session starts/ends and failed authentications (writer_submit, never
+ * blocking); it writes them in batches, one transaction per batch (a
+ * reconnect storm of 100k devices is a few hundred commits, not 100k
+ * fsyncs), and only after the commit hands each transition's retained
+ * status (with the seq the registry assigned) to the bridge - so a status
+ * on the broker always has its row in the registry.
+ *
+ * Once a second it polls PRAGMA data_version and the devices change counter;
+ * when an operator changed devices (hubctl) it loads a fresh credential
+ * snapshot and hands it to the service thread (writer_take_creds), waking
+ * it with the wake function. Session rows written by other workers change
+ * data_version but not the counter, so they cost one small query, no reload.
+ */
+#ifndef WRITER_H
+#define WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry.h"
+
+struct bridge;
+struct writer;
+
+enum writer_kind { WRITER_OPEN, WRITER_CLOSE, WRITER_AUTH_FAILED };
+
+struct writer_item {
+	enum writer_kind kind;
+	int publish; /* publish the retained status (0: replaced) */
+	int64_t ts;
+	char device[HUB_ID_MAX + 1];
+	char session[REGISTRY_SESSION_MAX];
+	char addr[REGISTRY_ADDR_MAX];
+	char reason[REGISTRY_REASON_MAX + 8];
+};
+
+struct writer_config {
+	const char *db;
+	const char *hub_id;
+	const char *prefix;
+	int worker, nworkers;
+	size_t queue_cap;
+};
+
+/*
+ * Opens the registry, repairs sessions this hub/worker left open (their
+ * offline statuses go to br), loads the first credential snapshot. Main
+ * thread, before writer_start. NULL on failure, err says why.
+ */
+struct writer *writer_new(const struct writer_config *cfg, struct bridge *br,
+			  void (*wake)(void *), void *wake_arg, char *err,
+			  size_t errlen, unsigned *repaired);
+int writer_start(struct writer *w);
+/*
+ * Queues a copy of it. Service thread. HUB_ERR_FULL only if the queue
+ * (sized for every session to start and end at once) is full.
+ */
+int writer_submit(struct writer *w, const struct writer_item *it);
+/* A new credential snapshot, or NULL. Service thread; caller frees. */
+struct registry_creds *writer_take_creds(struct writer *w);
+size_t writer_queue_len(struct writer *w);
+/* Writes what is queued, stops and joins the thread, closes the db. */
+void writer_stop(struct writer *w);
+void writer_free(struct writer *w);
+
+#endif
