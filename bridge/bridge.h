@@ -113,8 +113,9 @@ struct bridge_ev {
 	int retained; /* command came retained (offline command): clear on ack */
 	int up;
 	char device[HUB_ID_MAX + 1];
-	char *topic; /* device-relative ("cmd/reboot"), inside data[] */
-	void *payload;
+	char *topic; /* device-relative ("cmd/reboot"), inside data[];
+			NULL for ACK, NACK, LINK, SESSION */
+	void *payload; /* len bytes, then a NUL not counted in len */
 	size_t len;
 	char data[];
 };
@@ -129,8 +130,10 @@ struct bridge_stats {
 
 /*
  * Creates the bridge (not yet connected). wake(arg) is called from the
- * bridge thread when events wait for bridge_poll(). On failure NULL and
- * err says why. Main thread.
+ * bridge thread or Paho's receive thread (incoming commands) when events
+ * wait for bridge_poll(); one call per burst: after a wake, call
+ * bridge_poll() until it returns NULL. On failure NULL and err says why.
+ * Main thread.
  */
 struct bridge *bridge_new(const struct bridge_config *cfg,
 			  void (*wake)(void *arg), void *arg, char *err,
@@ -174,7 +177,8 @@ int bridge_topic_up(const char *prefix, const char *device, const char *rel,
 /*
  * Splits an incoming "<prefix>/<device>/cmd/..." into device and the
  * relative topic ("cmd/..."); or "hub/sessions/<device>" into device with
- * *is_session = 1. HUB_ERR_INVAL for anything else.
+ * *is_session = 1 and *rel = "". HUB_ERR_INVAL for anything else,
+ * HUB_ERR_TOOBIG if the device id does not fit in devlen.
  */
 int bridge_topic_down(const char *prefix, const char *topic, char *device,
 		      size_t devlen, const char **rel, int *is_session);

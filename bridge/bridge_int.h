@@ -1,0 +1,199 @@
+/*
+ * bridge_int.h - private to the bridge module: the definition of struct
+ * bridge and the functions shared between its files (bridge__ prefix).
+ *
+ * Ownership (see bridge.c for the full design):
+ *   - "immutable": set in bridge_new, read by every thread;
+ *   - "lock": the inbox (submitted messages and Paho callback records),
+ *     guarded by b->lock, written by any thread, drained by the bridge
+ *     thread;
+ *   - "atomic": counters and flags any thread may read;
+ *   - "bridge thread": everything else; ONLY read or written from the
+ *     bridge thread (after bridge_start, before the join in bridge_stop).
+ */
+#ifndef BRIDGE_INT_H
+#define BRIDGE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <MQTTAsync.h>
+
+#include "bridge.h"
+#include "hub_queue.h"
+
+#define BRIDGE_PREFIX_MAX 128	  /* configured topic prefix, bytes */
+#define BRIDGE_WINDOW_MAX 16384	  /* messages handed to Paho at once */
+#define BRIDGE_EVQ_CAP 65536	  /* events waiting for the service thread */
+#define BRIDGE_SUB_BATCH 500	  /* topics per subscribeMany call */
+#define BRIDGE_BACKOFF_BASE 200	  /* ms */
+#define BRIDGE_BACKOFF_CAP 10000  /* ms */
+#define BRIDGE_KEEPALIVE 30	  /* s */
+#define BRIDGE_CONNECT_TIMEOUT 10 /* s */
+
+/* Topic buffer: prefix + '/' + id + '/' + device topic + NUL. */
+#define BRIDGE_FULL_TOPIC_MAX                                                  \
+	(BRIDGE_PREFIX_MAX + 1 + HUB_ID_MAX + 1 + BRIDGE_TOPIC_MAX + 1)
+
+/* m->state: which send slot holds it (0: none) and flags. */
+#define BRIDGE_ST_SLOT_MASK 0x00ffffff
+#define BRIDGE_ST_SENT 0x01000000     /* handed to Paho before: a resend */
+#define BRIDGE_ST_REJECTED 0x02000000 /* broker refused it (PUBACK >= 0x80) */
+
+/* A list of messages through their next/prev links. */
+struct bridge_list {
+	struct bridge_msg *head, *tail;
+	size_t n;
+};
+
+/*
+ * A send slot: the context Paho gets for one sendMessage call. Slots live
+ * in one array that never moves, so a late callback for a send the bridge
+ * has given up on (connection lost, message requeued and perhaps already
+ * acknowledged through a later send) finds a slot with msg == NULL and is
+ * ignored, instead of touching a freed message. A slot is reused only
+ * after Paho has called back for it.
+ */
+struct bridge_slot {
+	struct bridge *b;	/* immutable */
+	struct bridge_msg *msg; /* bridge thread: NULL once detached */
+	int next_free;		/* bridge thread */
+};
+
+/* What a Paho callback reports to the bridge thread. */
+enum bridge_cb_kind {
+	BRIDGE_CB_PUB_OK,     /* slot: PUBACK (QoS 1) or written (QoS 0) */
+	BRIDGE_CB_PUB_FAIL,   /* slot: dropped by Paho (lost connection) */
+	BRIDGE_CB_PUB_REJECT, /* slot: PUBACK with a failure reason code */
+	BRIDGE_CB_CONN_OK,    /* val: the broker's Receive Maximum */
+	BRIDGE_CB_CONN_FAIL,
+	BRIDGE_CB_LOST,
+	BRIDGE_CB_DISC_DONE,
+};
+
+struct bridge_cb {
+	int kind;
+	int val; /* slot index or receive maximum */
+};
+
+/* The set of devices this worker routes commands for (bridge_subs.c). */
+struct bridge_subs_node {
+	struct bridge_subs_node *next;
+	char id[HUB_ID_MAX + 1];
+};
+
+struct bridge_subs {
+	struct bridge_subs_node **buckets;
+	size_t nbuckets, n;
+	/* a run of SUB or UNSUB requests not yet sent to the broker */
+	int batch_kind; /* BRIDGE_SUB or BRIDGE_UNSUB */
+	char (*batch)[HUB_ID_MAX + 1];
+	size_t batch_n, batch_cap;
+};
+
+enum bridge_link { BRIDGE_DOWN, BRIDGE_CONNECTING, BRIDGE_UP };
+
+enum bridge_phase {
+	BRIDGE_RUN,
+	BRIDGE_DRAIN,	/* bridge_stop: waiting for PUBACKs */
+	BRIDGE_OFFLINE, /* bridge_stop: node offline status sent */
+	BRIDGE_DISC,	/* bridge_stop: disconnect sent */
+	BRIDGE_DONE,
+};
+
+struct bridge {
+	/* immutable */
+	char *broker, *user, *password, *hub_id, *client_id, *prefix;
+	char *node_topic; /* hub/nodes/{hub_id}/status, or NULL */
+	int mqtt_version;
+	size_t max_pending;
+	int window;
+	void (*wake)(void *arg);
+	void *wake_arg;
+	MQTTAsync cli;
+	struct hub_queue *evq; /* bridge_ev *, to the service thread */
+	struct bridge_slot *slots;
+	int nslots;
+
+	/* lock */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct bridge_list in;
+	struct bridge_cb *cbs;
+	size_t cb_cap, cb_head, cb_len;
+	int cb_overflow;
+	int stop_req;
+	uint64_t stop_deadline_us;
+
+	/* atomic */
+	atomic_int connected, closing, woken;
+	atomic_size_t dev_held; /* device QoS 1 msgs not yet acked+reported */
+	atomic_size_t q0_held;	/* QoS 0 msgs accepted, not yet sent */
+	atomic_uint_fast64_t st_sent, st_acked, st_dropped_qos0, st_resent,
+	    st_connects, st_cmds_in, st_pending, st_rejected;
+
+	/* bridge thread */
+	pthread_t thr;
+	int started, joined;
+	struct bridge_list fifo;     /* waiting to be handed to Paho */
+	struct bridge_list inflight; /* handed to Paho, in send order */
+	struct bridge_list acked;    /* device msgs whose event waits */
+	int free_slot;		     /* head of the free slot list */
+	int out_all, out_q1;	     /* attached slots (this connection) */
+	int win_q1;		     /* min(window, receive maximum) */
+	int paho_full;		     /* sendMessage said -12: wait */
+	uint64_t seq;		     /* order of intake */
+	enum bridge_link link;
+	enum bridge_phase phase;
+	unsigned attempt;
+	uint64_t reconnect_at_us, retry_at_us;
+	uint32_t rnd;
+	struct bridge_msg *online_msg; /* node "online" still held */
+	struct bridge_msg *offline_msg;
+	int link_ring[16]; /* BRIDGE_EV_LINK values to report */
+	unsigned link_head, link_len;
+	struct bridge_subs subs;
+	int stop_rc;
+};
+
+/* ---- lists (bridge.c) ---- */
+void bridge__list_append(struct bridge_list *l, struct bridge_msg *m);
+void bridge__list_remove(struct bridge_list *l, struct bridge_msg *m);
+
+/* ---- subscriptions (bridge_subs.c), bridge thread ---- */
+int bridge__subs_init(struct bridge_subs *s);
+void bridge__subs_free(struct bridge_subs *s);
+/* Records SUB/UNSUB of device, batching runs of the same kind. */
+void bridge__subs_request(struct bridge *b, int kind, const char *device);
+/* Sends the batched run (when connected; otherwise the set is enough). */
+void bridge__subs_flush(struct bridge *b);
+/* After a (re)connect: subscribes every held device, batched. */
+void bridge__subs_resubscribe(struct bridge *b);
+size_t bridge__subs_count(const struct bridge_subs *s);
+int bridge__subs_has(const struct bridge_subs *s, const char *device);
+
+/* ---- broker address and TCP_NODELAY (bridge_nodelay.c) ---- */
+/*
+ * Splits "tcp://host:port", "ssl://", "mqtt://", "mqtts://" (or a bare
+ * "host:port", taken as tcp) into host and port; "[v6]" brackets are
+ * removed. Default ports 1883 / 8883. *tls = 1 for ssl/mqtts. Pure.
+ * HUB_ERR_INVAL for other schemes or malformed input, HUB_ERR_TOOBIG when
+ * host does not fit.
+ */
+int bridge__uri_parse(const char *uri, char *host, size_t hostlen,
+		      unsigned *port, int *tls);
+/*
+ * Sets TCP_NODELAY on every TCP socket of this process connected to the
+ * broker of uri (Paho's socket; Paho never sets it). Returns how many
+ * sockets were set, or a negative hub_err.
+ */
+int bridge__set_nodelay(const char *uri);
+
+/* ---- payload (bridge_payload.c) ---- */
+/* 1 if s[0..len) is exactly one strict RFC 8259 JSON value (with
+ * surrounding whitespace). Pure. */
+int bridge__json_valid(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,278 @@
+/*
+ * bridge_subs.c - the devices this worker routes commands for, and their
+ * subscriptions (DESIGN.md "MQTT mapping", Routing).
+ *
+ * Per held device the bridge subscribes to "<prefix>/<id>/cmd/#" and
+ * "hub/sessions/<id>", QoS 1. With MQTT 5 both use retain-as-published
+ * (a retained offline command and a live retained one both arrive with
+ * the retain flag set) and no-local (this worker's own command clears and
+ * session announcements do not come back to it).
+ *
+ * The set is the truth: the bridge connects with a clean start, so after
+ * every (re)connect it subscribes every device in the set again, 500
+ * topics per subscribeMany call. SUB/UNSUB requests that arrive in a burst
+ * (a reconnect storm of devices) are batched the same way: a run of
+ * requests of one kind is collected and sent as one call, so their order
+ * is kept (SUB a, UNSUB a, SUB a ends subscribed, and the last SUB does
+ * reach the broker, which then re-delivers retained commands).
+ *
+ * ONLY the bridge thread calls these functions.
+ */
+#include "bridge_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SUB_TOPIC_MAX (BRIDGE_PREFIX_MAX + HUB_ID_MAX + 16)
+
+static size_t
+hash_id(const char *s)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+int
+bridge__subs_init(struct bridge_subs *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->nbuckets = 1024;
+	s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+	return s->buckets ? HUB_OK : HUB_ERR_NOMEM;
+}
+
+void
+bridge__subs_free(struct bridge_subs *s)
+{
+	size_t i;
+
+	if (!s->buckets)
+		return;
+	for (i = 0; i < s->nbuckets; i++) {
+		struct bridge_subs_node *n = s->buckets[i], *next;
+
+		for (; n; n = next) {
+			next = n->next;
+			free(n);
+		}
+	}
+	free(s->buckets);
+	free(s->batch);
+	memset(s, 0, sizeof(*s));
+}
+
+int
+bridge__subs_has(const struct bridge_subs *s, const char *device)
+{
+	const struct bridge_subs_node *n;
+
+	for (n = s->buckets[hash_id(device) & (s->nbuckets - 1)]; n;
+	     n = n->next)
+		if (!strcmp(n->id, device))
+			return 1;
+	return 0;
+}
+
+size_t
+bridge__subs_count(const struct bridge_subs *s)
+{
+	return s->n;
+}
+
+/* Doubles the bucket array; on allocation failure the chains just grow. */
+static void
+grow(struct bridge_subs *s)
+{
+	size_t nb = s->nbuckets * 2, i;
+	struct bridge_subs_node **nbk = calloc(nb, sizeof(*nbk));
+
+	if (!nbk)
+		return;
+	for (i = 0; i < s->nbuckets; i++) {
+		struct bridge_subs_node *n = s->buckets[i], *next;
+
+		for (; n; n = next) {
+			size_t h = hash_id(n->id) & (nb - 1);
+
+			next = n->next;
+			n->next = nbk[h];
+			nbk[h] = n;
+		}
+	}
+	free(s->buckets);
+	s->buckets = nbk;
+	s->nbuckets = nb;
+}
+
+static int
+set_add(struct bridge_subs *s, const char *device)
+{
+	struct bridge_subs_node *n;
+	size_t h, len = strlen(device);
+
+	if (bridge__subs_has(s, device))
+		return 0;
+	if (len > HUB_ID_MAX)
+		return HUB_ERR_INVAL;
+	n = malloc(sizeof(*n));
+	if (!n)
+		return HUB_ERR_NOMEM;
+	memcpy(n->id, device, len + 1);
+	if (s->n >= s->nbuckets)
+		grow(s);
+	h = hash_id(device) & (s->nbuckets - 1);
+	n->next = s->buckets[h];
+	s->buckets[h] = n;
+	s->n++;
+	return 1;
+}
+
+static int
+set_del(struct bridge_subs *s, const char *device)
+{
+	struct bridge_subs_node **pp =
+	    &s->buckets[hash_id(device) & (s->nbuckets - 1)];
+
+	for (; *pp; pp = &(*pp)->next) {
+		struct bridge_subs_node *n = *pp;
+
+		if (!strcmp(n->id, device)) {
+			*pp = n->next;
+			free(n);
+			s->n--;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* One SUBSCRIBE or UNSUBSCRIBE for ids[0..n) (2 topics each). */
+static void
+send_ids(struct bridge *b, int kind, char (*ids)[HUB_ID_MAX + 1], size_t n)
+{
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	MQTTSubscribe_options *opts = NULL;
+	char(*buf)[SUB_TOPIC_MAX] = NULL, **topics = NULL;
+	int *qos = NULL, count = 0;
+	size_t i;
+
+	if (!n)
+		return;
+	buf = malloc(2 * n * sizeof(*buf));
+	topics = malloc(2 * n * sizeof(*topics));
+	qos = malloc(2 * n * sizeof(*qos));
+	opts = calloc(2 * n, sizeof(*opts));
+	if (!buf || !topics || !qos || !opts)
+		goto out; /* the set still holds them: next connect retries */
+	for (i = 0; i < n; i++) {
+		MQTTSubscribe_options o = MQTTSubscribe_options_initializer;
+
+		if (bridge_topic_up(b->prefix, ids[i], "cmd/#", buf[count],
+				    SUB_TOPIC_MAX) != HUB_OK)
+			continue;
+		topics[count] = buf[count];
+		topics[count + 1] = buf[count + 1];
+		memcpy(buf[count + 1], "hub/sessions/", 14);
+		memcpy(buf[count + 1] + 13, ids[i], strlen(ids[i]) + 1);
+		o.retainAsPublished = 1;
+		o.noLocal = 1;
+		opts[count] = opts[count + 1] = o;
+		qos[count] = qos[count + 1] = 1;
+		count += 2;
+	}
+	if (!count)
+		goto out;
+	/* Paho copies topics and options into its command: no callbacks
+	 * needed, a failed (un)subscribe is repaired by the resubscription
+	 * after the reconnect that follows a lost link. */
+	if (kind == BRIDGE_SUB) {
+		if (b->mqtt_version == 5) {
+			ro.subscribeOptionsCount = count;
+			ro.subscribeOptionsList = opts;
+		}
+		MQTTAsync_subscribeMany(b->cli, count, topics, qos, &ro);
+	} else {
+		MQTTAsync_unsubscribeMany(b->cli, count, topics, &ro);
+	}
+out:
+	free(buf);
+	free(topics);
+	free(qos);
+	free(opts);
+}
+
+void
+bridge__subs_flush(struct bridge *b)
+{
+	struct bridge_subs *s = &b->subs;
+	size_t i, per = BRIDGE_SUB_BATCH / 2;
+
+	if (b->link == BRIDGE_UP)
+		for (i = 0; i < s->batch_n; i += per)
+			send_ids(b, s->batch_kind, s->batch + i,
+				 s->batch_n - i < per ? s->batch_n - i : per);
+	s->batch_n = 0;
+}
+
+void
+bridge__subs_request(struct bridge *b, int kind, const char *device)
+{
+	struct bridge_subs *s = &b->subs;
+
+	if (kind == BRIDGE_SUB) {
+		if (set_add(s, device) < 0)
+			return;
+	} else if (!set_del(s, device)) {
+		return; /* not held: nothing to unsubscribe */
+	}
+	if (b->link != BRIDGE_UP)
+		return; /* the resubscription after connecting covers it */
+	if (s->batch_n && s->batch_kind != kind)
+		bridge__subs_flush(b);
+	if (s->batch_n == s->batch_cap) {
+		size_t nc = s->batch_cap ? s->batch_cap * 2 : 256;
+		void *nb = realloc(s->batch, nc * sizeof(*s->batch));
+
+		if (!nb) {
+			bridge__subs_flush(b);
+			if (!s->batch_cap)
+				return;
+		} else {
+			s->batch = nb;
+			s->batch_cap = nc;
+		}
+	}
+	s->batch_kind = kind;
+	memcpy(s->batch[s->batch_n++], device, strlen(device) + 1);
+}
+
+void
+bridge__subs_resubscribe(struct bridge *b)
+{
+	struct bridge_subs *s = &b->subs;
+	char(*ids)[HUB_ID_MAX + 1];
+	size_t i, k = 0, per = BRIDGE_SUB_BATCH / 2;
+
+	s->batch_n = 0; /* covered by the full set */
+	if (!s->n)
+		return;
+	ids = malloc(per * sizeof(*ids));
+	if (!ids)
+		return;
+	for (i = 0; i < s->nbuckets; i++) {
+		struct bridge_subs_node *n;
+
+		for (n = s->buckets[i]; n; n = n->next) {
+			memcpy(ids[k++], n->id, sizeof(n->id));
+			if (k == per) {
+				send_ids(b, BRIDGE_SUB, ids, k);
+				k = 0;
+			}
+		}
+	}
+	send_ids(b, BRIDGE_SUB, ids, k);
+	free(ids);
+}
