@@ -227,6 +227,35 @@ subprotocol_ok(struct lws *wsi)
 	return 0;
 }
 
+/*
+ * 1 if the TLS peer presented a certificate that chains to --device-ca and
+ * whose CN is the device id. lws's mbedTLS backend maps "require a valid
+ * client certificate" to MBEDTLS_SSL_VERIFY_OPTIONAL, so a handshake with a
+ * bad or missing certificate still succeeds: the verification result has to
+ * be checked here, and anything but a verified match falls back to tokens.
+ */
+static int
+cert_matches(struct worker *w, struct lws *wsi, const char *id)
+{
+	union {
+		union lws_tls_cert_info_results r;
+		char b[sizeof(union lws_tls_cert_info_results) + HUB_ID_MAX + 8];
+	} u;
+	size_t idlen = strlen(id);
+
+	if (w->conf->no_tls || !w->conf->device_ca[0])
+		return 0;
+	memset(&u, 0, sizeof(u));
+	if (lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_VERIFIED, &u.r, 0) ||
+	    !u.r.verified)
+		return 0;
+	memset(&u, 0, sizeof(u));
+	if (lws_tls_peer_cert_info(wsi, LWS_TLS_CERT_INFO_COMMON_NAME, &u.r,
+				   HUB_ID_MAX + 1))
+		return 0;
+	return u.r.ns.len == (int)idlen && !memcmp(u.r.ns.name, id, idlen);
+}
+
 static int
 on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 {
@@ -270,6 +299,17 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 		metrics_add(w->m, M_REFUSED_FULL, 1);
 		return refuse(w, wsi, 503, 5, "hub is full\n");
 	}
+	if (cert_matches(w, wsi, id)) {
+		if (!registry_creds_fingerprint(w->creds, id, &disabled)) {
+			metrics_add(w->m, M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
+			authlimit_fail(w->authlimit, addr, now);
+			log_auth_failure(w, id, addr, "unknown_device");
+			return refuse(w, wsi, 401, 0,
+				      "unknown device or bad token\n");
+		}
+		rc = disabled ? HUB_ERR_DISABLED : HUB_OK;
+		goto checked;
+	}
 	n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
 	if (n > 0 && n < (int)sizeof(auth) &&
 	    lws_hdr_copy(wsi, auth, sizeof(auth),
@@ -289,6 +329,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 		return refuse(w, wsi, 401, 0, "credentials required\n");
 	}
 	rc = registry_creds_check(w->creds, id, token, strlen(token));
+checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
 		log_auth_failure(w, id, addr, "disabled");

@@ -102,8 +102,13 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = c->tls_cert;
 		info.ssl_private_key_filepath = c->tls_key;
-		if (c->device_ca[0])
+		if (c->device_ca[0]) {
+			/* asks for a client certificate; lws+mbedTLS makes it
+			 * optional, session.c checks the result itself */
 			info.ssl_ca_filepath = c->device_ca;
+			info.options |=
+				LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+		}
 	}
 	/* WebSocket ping every --heartbeat s, close after --idle-timeout s
 	 * without a pong (lws validity timers) */

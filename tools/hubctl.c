@@ -34,6 +34,7 @@
 
 #include "hub_err.h"
 #include "hub_util.h"
+#include "bridge.h"
 #include "registry.h"
 
 #define EXIT_FAIL 1
@@ -820,70 +821,6 @@ cmd_events(const struct opts *o, struct registry *reg)
 
 /* ---- MQTT ------------------------------------------------------------- */
 
-/* 1 if s[0..len) is valid UTF-8 (no overlongs, surrogates, > U+10FFFF). */
-static int
-utf8_valid(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned c = s[i], need, cp, k;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		if (len - i <= need)
-			return 0;
-		for (k = 1; k <= need; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		i += need + 1;
-	}
-	return 1;
-}
-
-/*
- * A relative device topic (DESIGN.md "MQTT mapping"): no empty levels, no
- * '+' or '#', no leading '$' or '/', no control characters, valid UTF-8,
- * at most 256 bytes. To be replaced by bridge_topic_valid() (bridge.h).
- */
-static int
-topic_valid(const char *t, size_t len)
-{
-	size_t i;
-
-	if (len == 0 || len > TOPIC_MAX || t[0] == '$' || t[0] == '/' ||
-	    t[len - 1] == '/')
-		return 0;
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)t[i];
-
-		if (c < 0x20 || c == 0x7f || c == '+' || c == '#')
-			return 0;
-		if (c == '/' && t[i + 1] == '/')
-			return 0;
-	}
-	return utf8_valid((const unsigned char *)t, len);
-}
-
 static atomic_int puback_rc = -1;
 
 /* Paho: the PUBACK of our QoS 1 message, with its MQTT 5 reason code. */
@@ -1043,7 +980,7 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 		    "must expire)");
 	/* the device sees "cmd/TOPIC": that is what must be valid */
 	n = (size_t)snprintf(sub, sizeof(sub), "cmd/%s", rel);
-	if (n >= sizeof(sub) || !topic_valid(sub, n))
+	if (n >= sizeof(sub) || !bridge_topic_valid(sub, n))
 		return usage_err(
 		    "invalid topic '%s' (no '+', '#', empty levels, "
 		    "leading '/' or '$', control characters; at "
