@@ -99,6 +99,7 @@ struct worker {
 	struct sess **map;
 	size_t map_mask;
 	int nsessions;
+	size_t out_bytes; /* queued to all devices: hub_downlink_queued_bytes */
 	int max_sessions; /* this worker's share of --max-conns */
 	uint64_t next_handle;
 	uint32_t session_counter;

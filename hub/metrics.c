@@ -17,6 +17,7 @@ static const struct mdesc desc[M__COUNT] = {
 	[M_REGISTRY_OPEN] = {"hub_registry_open", "Workers with the registry open.", "gauge", NULL},
 	[M_WRITER_QUEUE] = {"hub_registry_queue", "Session rows waiting for the registry writer.", "gauge", NULL},
 	[M_DEVICES_KNOWN] = {"hub_devices_known", "Devices in the credential cache (per worker, summed).", "gauge", NULL},
+	[M_DOWNLINK_QUEUED] = {"hub_downlink_queued_bytes", "Bytes queued to devices, not yet written (bounded per session).", "gauge", NULL},
 	[M_SESSIONS_ACCEPTED] = {"hub_sessions_accepted_total", "Device sessions accepted.", "counter", NULL},
 	[M_AUTH_FAIL_UNKNOWN_DEVICE] = {"hub_auth_failures_total", "Refused device connections by reason.", "counter", "reason=\"unknown_device\""},
 	[M_AUTH_FAIL_BAD_TOKEN] = {"hub_auth_failures_total", NULL, "counter", "reason=\"bad_token\""},
@@ -97,7 +98,7 @@ metrics_reset_gauges(struct metrics_slot *s)
 {
 	int k;
 
-	for (k = M_CONNECTIONS; k <= M_DEVICES_KNOWN; k++)
+	for (k = M_CONNECTIONS; k <= M_DOWNLINK_QUEUED; k++)
 		metrics_set(s, (enum metric)k, 0);
 }
 

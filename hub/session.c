@@ -98,24 +98,27 @@ mono_ms(void)
 	return hub_clock_mono_us() / 1000;
 }
 
-/* Queues a frame for the device; drops (and counts) past the bounds. */
-static void
+/*
+ * Queues a frame for the device: 0, or -1 when it was dropped (and counted)
+ * because the session's queue is at its bound or is closing.
+ */
+static int
 sess_send(struct sess *s, const void *data, size_t len, int binary)
 {
 	struct worker *w = s->w;
 	struct outf *f;
 
 	if (s->state != SESS_LIVE)
-		return;
+		return -1;
 	if (s->out_count >= SESS_OUTQ_MAX ||
 	    s->out_bytes + len > SESS_OUTQ_BYTES) {
 		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
-		return;
+		return -1;
 	}
 	f = malloc(sizeof(*f) + LWS_PRE + len);
 	if (!f) {
 		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
-		return;
+		return -1;
 	}
 	f->next = NULL;
 	f->len = len;
@@ -128,7 +131,9 @@ sess_send(struct sess *s, const void *data, size_t len, int binary)
 	s->out_tail = f;
 	s->out_count++;
 	s->out_bytes += len;
+	w->out_bytes += len;
 	lws_callback_on_writable(s->wsi);
+	return 0;
 }
 
 static void
@@ -164,6 +169,8 @@ free_queues(struct sess *s)
 		fn = f->next;
 		free(f);
 	}
+	if (s->w)
+		s->w->out_bytes -= s->out_bytes;
 	s->out_head = s->out_tail = NULL;
 	s->out_count = 0;
 	s->out_bytes = 0;
@@ -700,6 +707,7 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 			s->out_tail = NULL;
 		s->out_count--;
 		s->out_bytes -= f->len;
+		w->out_bytes -= f->len;
 		free(f);
 		if (n < 0)
 			return -1;
@@ -740,8 +748,8 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 			return;
 		n = frame_binary((uint8_t *)buf, cap, e->topic, e->payload,
 				 e->len);
-		if (n)
-			sess_send(s, buf, n, 1);
+		if (n && sess_send(s, buf, n, 1))
+			n = 0;
 		free(buf);
 		/* binary frames carry no id: clear an offline one on delivery */
 		if (n && e->retained)
@@ -755,8 +763,8 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 			return;
 		n = frame_msg(buf, cap, e->topic, e->payload, e->len,
 			      kind == BRIDGE_PL_JSON ? 0 : 1, id);
-		if (n)
-			sess_send(s, buf, n, 0);
+		if (n && sess_send(s, buf, n, 0))
+			n = 0;
 		free(buf);
 	}
 	if (!n)
@@ -940,6 +948,7 @@ hub__sample_gauges(struct worker *w)
 	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
 	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t)!!st.connected);
 	metrics_set(w->m, M_WRITER_QUEUE, writer_queue_len(w->writer));
+	metrics_set(w->m, M_DOWNLINK_QUEUED, w->out_bytes);
 	metrics_set(w->m, M_BRIDGE_SENT, st.sent);
 	metrics_set(w->m, M_BRIDGE_ACKED, st.acked);
 	metrics_set(w->m, M_BRIDGE_RESENT, st.resent);

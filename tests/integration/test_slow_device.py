@@ -1,0 +1,61 @@
+"""A slow device never stalls the others nor grows the hub's memory without
+limit: its outbound queue is bounded (SESS_OUTQ_MAX frames or 1 MiB); past
+the bound frames are dropped and counted in
+hub_drops_total{reason="downlink_queue_full"}, and hub_downlink_queued_bytes
+shows what waits. (RSS is no measure here: the test build runs under ASan,
+which keeps 256 MB of freed memory in quarantine.)"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hubfix  # noqa: E402
+from hubfix import RawWS  # noqa: E402
+
+
+class TestSlowDevice(hubfix.HubTest):
+
+    def test_slow_device_is_bounded(self):
+        tok = self.add_devices("slow", "fast")
+        hub = self.start_hub()
+        # the slow device completes the upgrade and then never reads
+        slow = RawWS(hub.port, "/v1/devices/slow", tok["slow"])
+        self.addCleanup(slow.close)
+        fast = self.connect(hub, "fast", tok["fast"])
+        pub = self.mqtt()
+        hubfix.wait_until(lambda: hub.metrics().get("hub_connections") == 2,
+                          10, what="both devices connected")
+        # ~24 MB of commands for the slow device: far beyond what the
+        # socket buffers take, so the hub's queue for it must fill
+        body = b'"' + b"x" * 1022 + b'"'
+        for i in range(24000):
+            pub.c.publish("devices/slow/cmd/flood", body, qos=0)
+        # meanwhile the fast device is served at once
+        t0 = time.monotonic()
+        pub.publish("devices/fast/cmd/ping", b'{"n":1}', qos=1)
+        fast.wait_op("msg", timeout=10)
+        self.assertLess(time.monotonic() - t0, 5.0)
+
+        def dropped():
+            m = hub.metrics()
+            return m.get('hub_drops_total{reason="downlink_queue_full"}', 0) > 0
+        hubfix.wait_until(dropped, 30, interval=0.2,
+                          what="downlink_queue_full drops counted")
+        # the queue is bounded: at most 1 MiB waits for the slow device,
+        # however much more was sent to it
+        queued = hub.metrics()["hub_downlink_queued_bytes"]
+        self.assertGreater(queued, 0)
+        self.assertLessEqual(queued, 1 << 20)
+        delivered = hub.metrics()["hub_commands_delivered_total"]
+        self.assertLess(delivered, 24000)
+        # once the slow device reads again, its session still works
+        fast.send_json({"op": "ping"})
+        fast.wait_op("pong", timeout=10)
+        self.assertTrue(hub.running())
+        self.assertEqual(hub.http("/healthz")[0], 200)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main(verbosity=2)
