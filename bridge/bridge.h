@@ -41,16 +41,16 @@
 struct bridge;
 
 struct bridge_config {
-	const char *broker;	/* "tcp://127.0.0.1:1883" or "ssl://..." */
-	const char *user;	/* NULL: none */
-	const char *password;	/* NULL: none */
-	int mqtt_version;	/* 5 or 3 */
-	const char *hub_id;	/* status field, LWT topic */
-	const char *client_id;	/* unique per worker: "<hub_id>-w<N>" */
-	const char *prefix;	/* "devices" */
-	int node_status;	/* 1: this worker owns hub/nodes/{hub}/status + LWT */
-	size_t max_pending;	/* device QoS 1 messages awaiting PUBACK */
-	int window;		/* messages handed to Paho at once */
+	const char *broker;    /* "tcp://127.0.0.1:1883" or "ssl://..." */
+	const char *user;      /* NULL: none */
+	const char *password;  /* NULL: none */
+	int mqtt_version;      /* 5 or 3 */
+	const char *hub_id;    /* status field, LWT topic */
+	const char *client_id; /* unique per worker: "<hub_id>-w<N>" */
+	const char *prefix;    /* "devices" */
+	int node_status; /* 1: this worker owns hub/nodes/{hub}/status + LWT */
+	size_t max_pending; /* device QoS 1 messages awaiting PUBACK */
+	int window;	    /* messages handed to Paho at once */
 };
 
 enum bridge_kind {
@@ -81,8 +81,8 @@ struct bridge_msg {
 	struct bridge_msg *next, *prev;
 	uint64_t seq;
 	int state;
-	char *topic;	/* NUL-terminated, points into data[] */
-	void *payload;	/* points into data[] */
+	char *topic;   /* NUL-terminated, points into data[] */
+	void *payload; /* points into data[] */
 	size_t len;
 	char data[];
 };
@@ -110,11 +110,12 @@ struct bridge_ev {
 	uint32_t msg_id;
 	uint64_t t_rx_us;
 	int qos;
-	int retained; /* command came retained (offline command): clear on ack */
+	int retained; /* command came retained (offline command): clear on ack
+		       */
 	int up;
 	char device[HUB_ID_MAX + 1];
-	char *topic; /* device-relative ("cmd/reboot"), inside data[];
-			NULL for ACK, NACK, LINK, SESSION */
+	char *topic;   /* device-relative ("cmd/reboot"), inside data[];
+			  NULL for ACK, NACK, LINK, SESSION */
 	void *payload; /* len bytes, then a NUL not counted in len */
 	size_t len;
 	char data[];
@@ -123,7 +124,7 @@ void bridge_ev_free(struct bridge_ev *e);
 
 struct bridge_stats {
 	uint64_t sent, acked, dropped_qos0, resent, connects, cmds_in;
-	uint64_t pending;  /* reliable messages awaiting PUBACK */
+	uint64_t pending; /* reliable messages awaiting PUBACK */
 	int connected;
 	uint64_t rejected; /* QoS 1 messages the broker refused */
 };

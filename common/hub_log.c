@@ -39,10 +39,12 @@ log_line(enum hub_log_level lvl, const char *id, const char *fmt, va_list ap)
 		     ts.tv_nsec / 1000000, log_tag[0] ? log_tag : "",
 		     log_tag[0] ? " " : "", names[lvl], id);
 	if (r > 0)
-		n += (size_t)r < sizeof(buf) - n ? (size_t)r : sizeof(buf) - n - 1;
+		n += (size_t)r < sizeof(buf) - n ? (size_t)r
+						 : sizeof(buf) - n - 1;
 	r = vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
 	if (r > 0)
-		n += (size_t)r < sizeof(buf) - n ? (size_t)r : sizeof(buf) - n - 1;
+		n += (size_t)r < sizeof(buf) - n ? (size_t)r
+						 : sizeof(buf) - n - 1;
 	while (n && buf[n - 1] == '\n')
 		n--;
 	buf[n++] = '\n';

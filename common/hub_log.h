@@ -20,7 +20,7 @@ void hub_log_set_level(enum hub_log_level lvl);
 void hub_log_set_tag(const char *tag);
 
 void hub_log(enum hub_log_level lvl, const char *id, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Emitter to hand to lws_set_log_level(); routes lws's lines here. */
 void hub_log_lws(int level, const char *line);

@@ -24,12 +24,12 @@
 #include "hub_err.h"
 #include "hub_util.h"
 
-#define REGISTRY_TOKEN_LEN 43	   /* base64url of 32 bytes, no padding */
-#define REGISTRY_NAME_MAX 128	   /* device display name, bytes */
-#define REGISTRY_SESSION_MAX 48	   /* session id text, NUL included */
-#define REGISTRY_ADDR_MAX 64	   /* peer address text */
-#define REGISTRY_HUB_MAX 64	   /* hub id text */
-#define REGISTRY_REASON_MAX 16	   /* "hub_restart" is the longest */
+#define REGISTRY_TOKEN_LEN 43	/* base64url of 32 bytes, no padding */
+#define REGISTRY_NAME_MAX 128	/* device display name, bytes */
+#define REGISTRY_SESSION_MAX 48 /* session id text, NUL included */
+#define REGISTRY_ADDR_MAX 64	/* peer address text */
+#define REGISTRY_HUB_MAX 64	/* hub id text */
+#define REGISTRY_REASON_MAX 16	/* "hub_restart" is the longest */
 
 struct registry;
 
@@ -93,7 +93,7 @@ int registry_device_rotate(struct registry *reg, const char *id, char *token);
 enum registry_kind { REGISTRY_ONLINE, REGISTRY_OFFLINE, REGISTRY_AUTH_FAILED };
 
 struct registry_event {
-	int64_t seq;	/* event row id: rises with every event */
+	int64_t seq; /* event row id: rises with every event */
 	char device[HUB_ID_MAX + 1];
 	enum registry_kind kind;
 	char reason[REGISTRY_REASON_MAX + 16]; /* offline/auth_failed reason */
@@ -141,7 +141,8 @@ int registry_session_open(struct registry *reg,
  */
 int registry_session_close(struct registry *reg, const char *session,
 			   const char *reason, int64_t ts, int64_t *seq);
-/* An 'auth_failed' event (device may be an unknown id; reason e.g. "bad_token"). */
+/* An 'auth_failed' event (device may be an unknown id; reason e.g.
+ * "bad_token"). */
 int registry_auth_failed(struct registry *reg, const char *device,
 			 const char *addr, const char *hub, const char *reason,
 			 int64_t ts);
@@ -195,7 +196,8 @@ uint64_t registry_creds_fingerprint(const struct registry_creds *c,
 /* A fresh random token, NUL-terminated, into out[REGISTRY_TOKEN_LEN + 1]. */
 int registry_token_new(char *out);
 /* "v1$salt$hash" for token, into out (>= 104 bytes), with a random salt. */
-int registry_token_hash(const char *token, size_t len, char *out, size_t outlen);
+int registry_token_hash(const char *token, size_t len, char *out,
+			size_t outlen);
 /* 1 if token matches the stored "v1$salt$hash", constant time; else 0. */
 int registry_token_verify(const char *stored, const char *token, size_t len);
 

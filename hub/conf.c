@@ -26,42 +26,55 @@ struct opt {
 
 /* OPT_ADDR writes the port into the int that follows the host buffer */
 _Static_assert(offsetof(struct conf, listen_port) ==
-		       offsetof(struct conf, listen_host) +
-			       sizeof(((struct conf *)0)->listen_host),
+		   offsetof(struct conf, listen_host) +
+		       sizeof(((struct conf *)0)->listen_host),
 	       "listen_port must follow listen_host");
 _Static_assert(offsetof(struct conf, http_port) ==
-		       offsetof(struct conf, http_host) +
-			       sizeof(((struct conf *)0)->http_host),
+		   offsetof(struct conf, http_host) +
+		       sizeof(((struct conf *)0)->http_host),
 	       "http_port must follow http_host");
 
 #define S(f) offsetof(struct conf, f), sizeof(((struct conf *)0)->f)
 #define I(f) offsetof(struct conf, f), 0
 
 static const struct opt opts[] = {
-	{"listen", OPT_ADDR, S(listen_host), 0, 0, "HOST:PORT device listener (0.0.0.0:8443)"},
-	{"tls-cert", OPT_STR, S(tls_cert), 0, 0, "FILE server certificate (PEM)"},
-	{"tls-key", OPT_STR, S(tls_key), 0, 0, "FILE server key (PEM)"},
-	{"no-tls", OPT_BOOL, I(no_tls), 0, 1, "plain ws behind a TLS-terminating proxy"},
-	{"device-ca", OPT_STR, S(device_ca), 0, 0, "FILE CA for device client certificates"},
-	{"db", OPT_STR, S(db), 0, 0, "FILE registry (var/registry.db)"},
-	{"broker", OPT_STR, S(broker), 0, 0, "URI MQTT broker (tcp://127.0.0.1:1883)"},
-	{"broker-user", OPT_STR, S(broker_user), 0, 0, "NAME broker user"},
-	{"broker-password", OPT_STR, S(broker_password), 0, 0, "PW broker password"},
-	{"mqtt-version", OPT_INT, I(mqtt_version), 3, 5, "5 or 3 (5)"},
-	{"hub-id", OPT_STR, S(hub_id), 0, 0, "ID this hub's id (host name)"},
-	{"workers", OPT_INT, I(workers), 0, 64, "N worker processes (derived)"},
-	{"max-conns", OPT_INT, I(max_conns), 1, 10000000, "N devices per hub (100000)"},
-	{"prefix", OPT_STR, S(prefix), 0, 0, "TOPIC MQTT topic prefix (devices)"},
-	{"http", OPT_ADDR, S(http_host), 0, 0, "HOST:PORT metrics/health (127.0.0.1:9100)"},
-	{"heartbeat", OPT_INT, I(heartbeat), 1, 3600, "SECS ping interval (30)"},
-	{"idle-timeout", OPT_INT, I(idle_timeout), 2, 7200, "SECS silence before close (75)"},
-	{"max-frame", OPT_INT, I(max_frame), 64, 16777216, "BYTES frame cap (65536)"},
-	{"rate", OPT_INT, I(rate), 1, 1000000, "N messages/s per device (1000)"},
-	{"inflight", OPT_INT, I(inflight), 1, 65535, "N unacked QoS 1 per device (256)"},
-	{"auth-fail-limit", OPT_INT, I(auth_fail_limit), 1, 1000000, "N failures/min per address (20)"},
-	{"drain", OPT_INT, I(drain), 0, 3600, "SECS spread of closes on SIGTERM (10)"},
-	{"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
-	{"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000, "N QoS 1 messages held while the broker is away (100000)"},
+    {"listen", OPT_ADDR, S(listen_host), 0, 0,
+     "HOST:PORT device listener (0.0.0.0:8443)"},
+    {"tls-cert", OPT_STR, S(tls_cert), 0, 0, "FILE server certificate (PEM)"},
+    {"tls-key", OPT_STR, S(tls_key), 0, 0, "FILE server key (PEM)"},
+    {"no-tls", OPT_BOOL, I(no_tls), 0, 1,
+     "plain ws behind a TLS-terminating proxy"},
+    {"device-ca", OPT_STR, S(device_ca), 0, 0,
+     "FILE CA for device client certificates"},
+    {"db", OPT_STR, S(db), 0, 0, "FILE registry (var/registry.db)"},
+    {"broker", OPT_STR, S(broker), 0, 0,
+     "URI MQTT broker (tcp://127.0.0.1:1883)"},
+    {"broker-user", OPT_STR, S(broker_user), 0, 0, "NAME broker user"},
+    {"broker-password", OPT_STR, S(broker_password), 0, 0,
+     "PW broker password"},
+    {"mqtt-version", OPT_INT, I(mqtt_version), 3, 5, "5 or 3 (5)"},
+    {"hub-id", OPT_STR, S(hub_id), 0, 0, "ID this hub's id (host name)"},
+    {"workers", OPT_INT, I(workers), 0, 64, "N worker processes (derived)"},
+    {"max-conns", OPT_INT, I(max_conns), 1, 10000000,
+     "N devices per hub (100000)"},
+    {"prefix", OPT_STR, S(prefix), 0, 0, "TOPIC MQTT topic prefix (devices)"},
+    {"http", OPT_ADDR, S(http_host), 0, 0,
+     "HOST:PORT metrics/health (127.0.0.1:9100)"},
+    {"heartbeat", OPT_INT, I(heartbeat), 1, 3600, "SECS ping interval (30)"},
+    {"idle-timeout", OPT_INT, I(idle_timeout), 2, 7200,
+     "SECS silence before close (75)"},
+    {"max-frame", OPT_INT, I(max_frame), 64, 16777216,
+     "BYTES frame cap (65536)"},
+    {"rate", OPT_INT, I(rate), 1, 1000000, "N messages/s per device (1000)"},
+    {"inflight", OPT_INT, I(inflight), 1, 65535,
+     "N unacked QoS 1 per device (256)"},
+    {"auth-fail-limit", OPT_INT, I(auth_fail_limit), 1, 1000000,
+     "N failures/min per address (20)"},
+    {"drain", OPT_INT, I(drain), 0, 3600,
+     "SECS spread of closes on SIGTERM (10)"},
+    {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
+    {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
+     "N QoS 1 messages held while the broker is away (100000)"},
 };
 
 static char usage_buf[4096];
@@ -74,9 +87,11 @@ conf_usage(void)
 
 	n += (size_t)snprintf(usage_buf, sizeof(usage_buf),
 			      "usage: hubd [--config FILE] [flags]\n");
-	for (i = 0; i < sizeof(opts) / sizeof(opts[0]) && n < sizeof(usage_buf); i++)
+	for (i = 0; i < sizeof(opts) / sizeof(opts[0]) && n < sizeof(usage_buf);
+	     i++)
 		n += (size_t)snprintf(usage_buf + n, sizeof(usage_buf) - n,
-				      "  --%-16s %s\n", opts[i].name, opts[i].help);
+				      "  --%-16s %s\n", opts[i].name,
+				      opts[i].help);
 	return usage_buf;
 }
 
@@ -155,15 +170,17 @@ set(struct conf *c, const struct opt *o, const char *v, char *err,
 			 !strcmp(v, "no") || !strcmp(v, "off"))
 			*(int *)base = 0;
 		else {
-			snprintf(err, errlen, "--%s: not a boolean: %s", o->name, v);
+			snprintf(err, errlen, "--%s: not a boolean: %s",
+				 o->name, v);
 			return HUB_ERR_INVAL;
 		}
 		return HUB_OK;
 	case OPT_INT:
 	case OPT_SIZE:
 		if (parse_long(v, o->min, o->max, &n)) {
-			snprintf(err, errlen, "--%s: want a number in %ld..%ld: %s",
-				 o->name, o->min, o->max, v);
+			snprintf(err, errlen,
+				 "--%s: want a number in %ld..%ld: %s", o->name,
+				 o->min, o->max, v);
 			return HUB_ERR_INVAL;
 		}
 		if (o->type == OPT_INT)
@@ -178,7 +195,8 @@ set(struct conf *c, const struct opt *o, const char *v, char *err,
 
 		/* the port field follows the host buffer in struct conf */
 		if (!colon || parse_long(colon + 1, 1, 65535, &n)) {
-			snprintf(err, errlen, "--%s: want HOST:PORT: %s", o->name, v);
+			snprintf(err, errlen, "--%s: want HOST:PORT: %s",
+				 o->name, v);
 			return HUB_ERR_INVAL;
 		}
 		hl = (size_t)(colon - v);
@@ -251,8 +269,9 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		if (x.rc)
 			return x.rc;
 		if (line > 0) {
-			snprintf(err, errlen, "config: %s: syntax error on line %d",
-				 file, line);
+			snprintf(err, errlen,
+				 "config: %s: syntax error on line %d", file,
+				 line);
 			return HUB_ERR_INVAL;
 		}
 	}
@@ -293,7 +312,8 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		}
 		if (!v && o->type != OPT_BOOL) {
 			if (i + 1 >= argc) {
-				snprintf(err, errlen, "--%s needs a value", name);
+				snprintf(err, errlen, "--%s needs a value",
+					 name);
 				return HUB_ERR_INVAL;
 			}
 			v = argv[++i];
@@ -303,11 +323,13 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 			return rc;
 	}
 	if (!c->no_tls && (!c->tls_cert[0] || !c->tls_key[0])) {
-		snprintf(err, errlen, "--tls-cert and --tls-key are required (or --no-tls)");
+		snprintf(err, errlen,
+			 "--tls-cert and --tls-key are required (or --no-tls)");
 		return HUB_ERR_INVAL;
 	}
 	if (c->idle_timeout <= c->heartbeat) {
-		snprintf(err, errlen, "--idle-timeout must be longer than --heartbeat");
+		snprintf(err, errlen,
+			 "--idle-timeout must be longer than --heartbeat");
 		return HUB_ERR_INVAL;
 	}
 	if (c->mqtt_version != 3 && c->mqtt_version != 5) {
@@ -315,7 +337,8 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		return HUB_ERR_INVAL;
 	}
 	if (!hub_id_valid(c->hub_id, strlen(c->hub_id))) {
-		snprintf(err, errlen, "--hub-id must match [A-Za-z0-9_-]{1,64}");
+		snprintf(err, errlen,
+			 "--hub-id must match [A-Za-z0-9_-]{1,64}");
 		return HUB_ERR_INVAL;
 	}
 	if (!c->prefix[0] || strchr(c->prefix, '+') || strchr(c->prefix, '#')) {
@@ -328,7 +351,8 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 int
 conf_workers(const struct conf *c, long fd_limit, long cores)
 {
-	/* each session is one fd; keep ~10% headroom for the db, broker, logs */
+	/* each session is one fd; keep ~10% headroom for the db, broker, logs
+	 */
 	long per = fd_limit > 1000 ? fd_limit * 9 / 10 : 900;
 	long n;
 

@@ -19,7 +19,7 @@ struct conf {
 	char broker[512], broker_user[128], broker_password[256];
 	int mqtt_version;
 	char hub_id[64];
-	int workers;	/* 0: derived from max_conns and cores */
+	int workers; /* 0: derived from max_conns and cores */
 	int max_conns;
 	char prefix[64];
 	char http_host[128];
@@ -30,7 +30,7 @@ struct conf {
 	int inflight;
 	int auth_fail_limit;
 	int drain;
-	int log_level; /* 0 err .. 3 debug */
+	int log_level;	      /* 0 err .. 3 debug */
 	size_t bridge_buffer; /* device QoS 1 messages held while broker away */
 };
 

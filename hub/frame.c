@@ -215,7 +215,8 @@ frame_parse_text(const char *buf, size_t len, struct frame_in *in,
 		*msg = "missing topic";
 		goto out;
 	}
-	if (!bridge_topic_valid(topic->valuestring, strlen(topic->valuestring))) {
+	if (!bridge_topic_valid(topic->valuestring,
+				strlen(topic->valuestring))) {
 		*code = FRAME_E_BAD_TOPIC;
 		*msg = "topic must be 1..256 bytes of UTF-8, no empty level, "
 		       "+, #, leading $ or /";
@@ -271,9 +272,9 @@ out:
 }
 
 int
-frame_parse_binary(const uint8_t *buf, size_t len, char *topic,
-		   size_t topiclen, const uint8_t **payload,
-		   size_t *payload_len, const char **code)
+frame_parse_binary(const uint8_t *buf, size_t len, char *topic, size_t topiclen,
+		   const uint8_t **payload, size_t *payload_len,
+		   const char **code)
 {
 	size_t l;
 
@@ -304,8 +305,8 @@ fit(int n, size_t cap)
 size_t
 frame_ack(char *out, size_t cap, uint32_t id)
 {
-	return fit(snprintf(out, cap, "{\"op\":\"ack\",\"id\":%" PRIu32 "}", id),
-		   cap);
+	return fit(
+	    snprintf(out, cap, "{\"op\":\"ack\",\"id\":%" PRIu32 "}", id), cap);
 }
 
 size_t
@@ -347,8 +348,8 @@ frame_err(char *out, size_t cap, int has_id, uint32_t id, const char *code,
 	  const char *msg)
 {
 	char m[512];
-	size_t ml = escape(m, sizeof(m), (const unsigned char *)msg,
-			   strlen(msg));
+	size_t ml =
+	    escape(m, sizeof(m), (const unsigned char *)msg, strlen(msg));
 
 	if (ml == SIZE_MAX)
 		ml = 0;

@@ -26,8 +26,8 @@ struct frame_in {
 	int qos;
 	int has_id;
 	uint32_t id;
-	char topic[257];    /* pub: validated device-relative topic */
-	char *payload;	    /* pub: MQTT payload bytes, malloc'd; caller frees */
+	char topic[257]; /* pub: validated device-relative topic */
+	char *payload;	 /* pub: MQTT payload bytes, malloc'd; caller frees */
 	size_t payload_len;
 };
 

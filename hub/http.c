@@ -16,7 +16,7 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		 const char *body, size_t len, unsigned retry_after)
 {
 	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
-					    *end = hdr + sizeof(hdr) - 1;
+					   *end = hdr + sizeof(hdr) - 1;
 	char ra[16];
 	unsigned char *b;
 	int n;
@@ -26,15 +26,14 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		return -1;
 	if (retry_after) {
 		n = snprintf(ra, sizeof(ra), "%u", retry_after);
-		if (lws_add_http_header_by_name(wsi,
-						(const unsigned char *)"retry-after:",
-						(unsigned char *)ra, n, &p, end))
+		if (lws_add_http_header_by_name(
+			wsi, (const unsigned char *)"retry-after:",
+			(unsigned char *)ra, n, &p, end))
 			return -1;
 	}
-	if (status == 401 &&
-	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
-					 (const unsigned char *)"Bearer", 6, &p,
-					 end))
+	if (status == 401 && lws_add_http_header_by_token(
+				 wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+				 (const unsigned char *)"Bearer", 6, &p, end))
 		return -1;
 	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
 					 (const unsigned char *)"no-store", 8,
@@ -42,8 +41,8 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		return -1;
 	if (lws_finalize_http_header(wsi, &p, end))
 		return -1;
-	if (lws_write(wsi, start, (size_t)(p - start),
-		      LWS_WRITE_HTTP_HEADERS) < 0)
+	if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) <
+	    0)
 		return -1;
 	if (!len)
 		return 0;
@@ -74,7 +73,8 @@ ready(const struct metrics *m, char *why, size_t cap)
 				       __ATOMIC_RELAXED) != 0;
 	}
 	if (live < m->nworkers)
-		snprintf(why, cap, "workers: %d of %d live\n", live, m->nworkers);
+		snprintf(why, cap, "workers: %d of %d live\n", live,
+			 m->nworkers);
 	else if (broker < live)
 		snprintf(why, cap, "broker: %d of %d workers connected\n",
 			 broker, live);
@@ -107,9 +107,9 @@ hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return -1;
 		hub__sample_gauges(w);
 		n = metrics_render(w->metrics, out, cap);
-		rc = hub__http_answer(wsi, 200,
-				      "text/plain; version=0.0.4; charset=utf-8",
-				      out, n, 0);
+		rc = hub__http_answer(
+		    wsi, 200, "text/plain; version=0.0.4; charset=utf-8", out,
+		    n, 0);
 		free(out);
 	} else if (!strcmp(uri, "/healthz")) {
 		rc = hub__http_answer(wsi, 200, "text/plain", "ok\n", 3, 0);

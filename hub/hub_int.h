@@ -23,9 +23,10 @@
 #include "registry.h"
 #include "writer.h"
 
-#define SESS_OUTQ_MAX 256	    /* frames waiting for a slow device */
-#define SESS_OUTQ_BYTES (1 << 20)   /* ... or this many bytes */
-#define SESS_CMD_PENDING_MAX 64	    /* retained commands awaiting the device's ack */
+#define SESS_OUTQ_MAX 256	  /* frames waiting for a slow device */
+#define SESS_OUTQ_BYTES (1 << 20) /* ... or this many bytes */
+#define SESS_CMD_PENDING_MAX                                                   \
+	64 /* retained commands awaiting the device's ack */
 
 struct outf {
 	struct outf *next;
@@ -110,7 +111,7 @@ struct worker {
 	uint64_t drain_start_ms; /* monotonic */
 	int drain_total;	 /* sessions when the drain began */
 	int drain_closed;
-	int done; /* drained: leave the loop */
+	int done;	  /* drained: leave the loop */
 	int wake_pending; /* atomic: lws_cancel_service already asked */
 };
 

@@ -138,10 +138,10 @@ main(int argc, char **argv)
 
 		if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
 			stopping = 1;
-			stop_deadline = hub_clock_ms() +
-					(int64_t)conf.drain * 1000 + 30000;
-			hub_log(HUB_LOG_INFO, "HUB-STOP",
-				"draining %d workers", nworkers);
+			stop_deadline =
+			    hub_clock_ms() + (int64_t)conf.drain * 1000 + 30000;
+			hub_log(HUB_LOG_INFO, "HUB-STOP", "draining %d workers",
+				nworkers);
 			for (i = 0; i < nworkers; i++)
 				if (pids[i] > 0)
 					kill(pids[i], SIGTERM);
@@ -158,13 +158,12 @@ main(int argc, char **argv)
 					failed = 1;
 				continue;
 			}
-			hub_log(HUB_LOG_ERR, "HUB-WORKER-DIED",
-				"worker %d (pid %d) %s %d; restarting", i,
-				(int)pid,
-				WIFSIGNALED(status) ? "killed by signal"
-						    : "exited",
-				WIFSIGNALED(status) ? WTERMSIG(status)
-						    : WEXITSTATUS(status));
+			hub_log(
+			    HUB_LOG_ERR, "HUB-WORKER-DIED",
+			    "worker %d (pid %d) %s %d; restarting", i, (int)pid,
+			    WIFSIGNALED(status) ? "killed by signal" : "exited",
+			    WIFSIGNALED(status) ? WTERMSIG(status)
+						: WEXITSTATUS(status));
 			/* a worker that keeps dying at once: don't spin */
 			if (hub_clock_ms() - started[i] < 1000)
 				sleep(1);
@@ -178,8 +177,9 @@ main(int argc, char **argv)
 			if (!live)
 				break;
 			if (hub_clock_ms() > stop_deadline) {
-				hub_log(HUB_LOG_ERR, "HUB-STOP",
-					"workers did not drain in time; killing");
+				hub_log(
+				    HUB_LOG_ERR, "HUB-STOP",
+				    "workers did not drain in time; killing");
 				for (i = 0; i < nworkers; i++)
 					if (pids[i] > 0)
 						kill(pids[i], SIGKILL);

@@ -11,55 +11,111 @@ struct mdesc {
 };
 
 static const struct mdesc desc[M__COUNT] = {
-	[M_CONNECTIONS] = {"hub_connections", "Live device sessions.", "gauge", NULL},
-	[M_BRIDGE_PENDING] = {"hub_bridge_pending", "Reliable MQTT messages awaiting the broker's PUBACK.", "gauge", NULL},
-	[M_BROKER_CONNECTED] = {"hub_broker_connected", "Workers connected to the broker.", "gauge", NULL},
-	[M_REGISTRY_OPEN] = {"hub_registry_open", "Workers with the registry open.", "gauge", NULL},
-	[M_WRITER_QUEUE] = {"hub_registry_queue", "Session rows waiting for the registry writer.", "gauge", NULL},
-	[M_DEVICES_KNOWN] = {"hub_devices_known", "Devices in the credential cache (per worker, summed).", "gauge", NULL},
-	[M_DOWNLINK_QUEUED] = {"hub_downlink_queued_bytes", "Bytes queued to devices, not yet written (bounded per session).", "gauge", NULL},
-	[M_SESSIONS_ACCEPTED] = {"hub_sessions_accepted_total", "Device sessions accepted.", "counter", NULL},
-	[M_AUTH_FAIL_UNKNOWN_DEVICE] = {"hub_auth_failures_total", "Refused device connections by reason.", "counter", "reason=\"unknown_device\""},
-	[M_AUTH_FAIL_BAD_TOKEN] = {"hub_auth_failures_total", NULL, "counter", "reason=\"bad_token\""},
-	[M_AUTH_FAIL_DISABLED] = {"hub_auth_failures_total", NULL, "counter", "reason=\"disabled\""},
-	[M_AUTH_FAIL_NO_CREDENTIALS] = {"hub_auth_failures_total", NULL, "counter", "reason=\"no_credentials\""},
-	[M_AUTH_FAIL_RATE_LIMITED] = {"hub_auth_failures_total", NULL, "counter", "reason=\"rate_limited\""},
-	[M_REFUSED_FULL] = {"hub_refused_total", "Connections refused with 503.", "counter", "reason=\"full\""},
-	[M_REFUSED_DRAINING] = {"hub_refused_total", NULL, "counter", "reason=\"draining\""},
-	[M_MSG_IN] = {"hub_messages_in_total", "Frames received from devices.", "counter", NULL},
-	[M_MSG_OUT] = {"hub_messages_out_total", "Frames sent to devices.", "counter", NULL},
-	[M_BYTES_IN] = {"hub_bytes_in_total", "Payload bytes received from devices.", "counter", NULL},
-	[M_BYTES_OUT] = {"hub_bytes_out_total", "Bytes sent to devices.", "counter", NULL},
-	[M_PUB_QOS0] = {"hub_uplink_total", "Device publishes handed to the bridge.", "counter", "qos=\"0\""},
-	[M_PUB_QOS1] = {"hub_uplink_total", NULL, "counter", "qos=\"1\""},
-	[M_ACKS_SENT] = {"hub_acks_sent_total", "QoS 1 acks sent to devices after PUBACK.", "counter", NULL},
-	[M_CMDS_DELIVERED] = {"hub_commands_delivered_total", "Commands queued to devices.", "counter", NULL},
-	[M_CMD_ACKS] = {"hub_command_acks_total", "Command acks received from devices.", "counter", NULL},
-	[M_DROP_RATE_LIMITED] = {"hub_drops_total", "Messages refused or dropped, by reason.", "counter", "reason=\"rate_limited\""},
-	[M_DROP_INFLIGHT_FULL] = {"hub_drops_total", NULL, "counter", "reason=\"inflight_full\""},
-	[M_DROP_BROKER_UNAVAILABLE] = {"hub_drops_total", NULL, "counter", "reason=\"broker_unavailable\""},
-	[M_DROP_QOS0_BROKER_DOWN] = {"hub_drops_total", NULL, "counter", "reason=\"qos0_broker_down\""},
-	[M_DROP_DOWNLINK_QUEUE_FULL] = {"hub_drops_total", NULL, "counter", "reason=\"downlink_queue_full\""},
-	[M_DROP_BAD_FRAME] = {"hub_drops_total", NULL, "counter", "reason=\"bad_frame\""},
-	[M_DROP_BAD_TOPIC] = {"hub_drops_total", NULL, "counter", "reason=\"bad_topic\""},
-	[M_DROP_TOO_LARGE] = {"hub_drops_total", NULL, "counter", "reason=\"too_large\""},
-	[M_CLOSED_CLOSED] = {"hub_sessions_closed_total", "Device sessions ended, by reason.", "counter", "reason=\"closed\""},
-	[M_CLOSED_TIMEOUT] = {"hub_sessions_closed_total", NULL, "counter", "reason=\"timeout\""},
-	[M_CLOSED_KICKED] = {"hub_sessions_closed_total", NULL, "counter", "reason=\"kicked\""},
-	[M_CLOSED_DISABLED] = {"hub_sessions_closed_total", NULL, "counter", "reason=\"disabled\""},
-	[M_CLOSED_REPLACED] = {"hub_sessions_closed_total", NULL, "counter", "reason=\"replaced\""},
-	[M_CLOSED_SHUTDOWN] = {"hub_sessions_closed_total", NULL, "counter", "reason=\"shutdown\""},
-	[M_BRIDGE_SENT] = {"hub_bridge_sent_total", "Messages handed to the MQTT client.", "counter", NULL},
-	[M_BRIDGE_ACKED] = {"hub_bridge_acked_total", "Reliable messages PUBACKed by the broker.", "counter", NULL},
-	[M_BRIDGE_RESENT] = {"hub_bridge_resent_total", "Reliable messages re-sent after a broker reconnect.", "counter", NULL},
-	[M_BRIDGE_CONNECTS] = {"hub_broker_connects_total", "Successful broker connections.", "counter", NULL},
-	[M_WORKER_RESTARTS] = {"hub_worker_restarts_total", "Workers restarted by the supervisor.", "counter", NULL},
+    [M_CONNECTIONS] = {"hub_connections", "Live device sessions.", "gauge",
+		       NULL},
+    [M_BRIDGE_PENDING] =
+	{"hub_bridge_pending",
+	 "Reliable MQTT messages awaiting the broker's PUBACK.", "gauge", NULL},
+    [M_BROKER_CONNECTED] = {"hub_broker_connected",
+			    "Workers connected to the broker.", "gauge", NULL},
+    [M_REGISTRY_OPEN] = {"hub_registry_open", "Workers with the registry open.",
+			 "gauge", NULL},
+    [M_WRITER_QUEUE] = {"hub_registry_queue",
+			"Session rows waiting for the registry writer.",
+			"gauge", NULL},
+    [M_DEVICES_KNOWN] =
+	{"hub_devices_known",
+	 "Devices in the credential cache (per worker, summed).", "gauge",
+	 NULL},
+    [M_DOWNLINK_QUEUED] =
+	{"hub_downlink_queued_bytes",
+	 "Bytes queued to devices, not yet written (bounded per session).",
+	 "gauge", NULL},
+    [M_SESSIONS_ACCEPTED] = {"hub_sessions_accepted_total",
+			     "Device sessions accepted.", "counter", NULL},
+    [M_AUTH_FAIL_UNKNOWN_DEVICE] = {"hub_auth_failures_total",
+				    "Refused device connections by reason.",
+				    "counter", "reason=\"unknown_device\""},
+    [M_AUTH_FAIL_BAD_TOKEN] = {"hub_auth_failures_total", NULL, "counter",
+			       "reason=\"bad_token\""},
+    [M_AUTH_FAIL_DISABLED] = {"hub_auth_failures_total", NULL, "counter",
+			      "reason=\"disabled\""},
+    [M_AUTH_FAIL_NO_CREDENTIALS] = {"hub_auth_failures_total", NULL, "counter",
+				    "reason=\"no_credentials\""},
+    [M_AUTH_FAIL_RATE_LIMITED] = {"hub_auth_failures_total", NULL, "counter",
+				  "reason=\"rate_limited\""},
+    [M_REFUSED_FULL] = {"hub_refused_total", "Connections refused with 503.",
+			"counter", "reason=\"full\""},
+    [M_REFUSED_DRAINING] = {"hub_refused_total", NULL, "counter",
+			    "reason=\"draining\""},
+    [M_MSG_IN] = {"hub_messages_in_total", "Frames received from devices.",
+		  "counter", NULL},
+    [M_MSG_OUT] = {"hub_messages_out_total", "Frames sent to devices.",
+		   "counter", NULL},
+    [M_BYTES_IN] = {"hub_bytes_in_total",
+		    "Payload bytes received from devices.", "counter", NULL},
+    [M_BYTES_OUT] = {"hub_bytes_out_total", "Bytes sent to devices.", "counter",
+		     NULL},
+    [M_PUB_QOS0] = {"hub_uplink_total",
+		    "Device publishes handed to the bridge.", "counter",
+		    "qos=\"0\""},
+    [M_PUB_QOS1] = {"hub_uplink_total", NULL, "counter", "qos=\"1\""},
+    [M_ACKS_SENT] = {"hub_acks_sent_total",
+		     "QoS 1 acks sent to devices after PUBACK.", "counter",
+		     NULL},
+    [M_CMDS_DELIVERED] = {"hub_commands_delivered_total",
+			  "Commands queued to devices.", "counter", NULL},
+    [M_CMD_ACKS] = {"hub_command_acks_total",
+		    "Command acks received from devices.", "counter", NULL},
+    [M_DROP_RATE_LIMITED] = {"hub_drops_total",
+			     "Messages refused or dropped, by reason.",
+			     "counter", "reason=\"rate_limited\""},
+    [M_DROP_INFLIGHT_FULL] = {"hub_drops_total", NULL, "counter",
+			      "reason=\"inflight_full\""},
+    [M_DROP_BROKER_UNAVAILABLE] = {"hub_drops_total", NULL, "counter",
+				   "reason=\"broker_unavailable\""},
+    [M_DROP_QOS0_BROKER_DOWN] = {"hub_drops_total", NULL, "counter",
+				 "reason=\"qos0_broker_down\""},
+    [M_DROP_DOWNLINK_QUEUE_FULL] = {"hub_drops_total", NULL, "counter",
+				    "reason=\"downlink_queue_full\""},
+    [M_DROP_BAD_FRAME] = {"hub_drops_total", NULL, "counter",
+			  "reason=\"bad_frame\""},
+    [M_DROP_BAD_TOPIC] = {"hub_drops_total", NULL, "counter",
+			  "reason=\"bad_topic\""},
+    [M_DROP_TOO_LARGE] = {"hub_drops_total", NULL, "counter",
+			  "reason=\"too_large\""},
+    [M_CLOSED_CLOSED] = {"hub_sessions_closed_total",
+			 "Device sessions ended, by reason.", "counter",
+			 "reason=\"closed\""},
+    [M_CLOSED_TIMEOUT] = {"hub_sessions_closed_total", NULL, "counter",
+			  "reason=\"timeout\""},
+    [M_CLOSED_KICKED] = {"hub_sessions_closed_total", NULL, "counter",
+			 "reason=\"kicked\""},
+    [M_CLOSED_DISABLED] = {"hub_sessions_closed_total", NULL, "counter",
+			   "reason=\"disabled\""},
+    [M_CLOSED_REPLACED] = {"hub_sessions_closed_total", NULL, "counter",
+			   "reason=\"replaced\""},
+    [M_CLOSED_SHUTDOWN] = {"hub_sessions_closed_total", NULL, "counter",
+			   "reason=\"shutdown\""},
+    [M_BRIDGE_SENT] = {"hub_bridge_sent_total",
+		       "Messages handed to the MQTT client.", "counter", NULL},
+    [M_BRIDGE_ACKED] = {"hub_bridge_acked_total",
+			"Reliable messages PUBACKed by the broker.", "counter",
+			NULL},
+    [M_BRIDGE_RESENT] = {"hub_bridge_resent_total",
+			 "Reliable messages re-sent after a broker reconnect.",
+			 "counter", NULL},
+    [M_BRIDGE_CONNECTS] = {"hub_broker_connects_total",
+			   "Successful broker connections.", "counter", NULL},
+    [M_WORKER_RESTARTS] = {"hub_worker_restarts_total",
+			   "Workers restarted by the supervisor.", "counter",
+			   NULL},
 };
 
 /* upper bounds in microseconds */
 static const uint64_t lat_le[METRICS_LAT_BUCKETS] = {
-	250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000,
-	250000, 500000, 1000000, 2500000, 10000000};
+    250,   500,	   1000,   2000,   5000,    10000,   25000,
+    50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
 
 struct metrics *
 metrics_map(int nworkers)
@@ -117,12 +173,12 @@ metrics_render(const struct metrics *m, char *out, size_t cap)
 	int w, k, live = 0;
 	int r;
 
-#define OUT(...)                                                            \
-	do {                                                                \
-		r = snprintf(out + o, cap - o, __VA_ARGS__);                \
-		if (r < 0 || (size_t)r >= cap - o)                          \
-			goto full;                                          \
-		o += (size_t)r;                                             \
+#define OUT(...)                                                               \
+	do {                                                                   \
+		r = snprintf(out + o, cap - o, __VA_ARGS__);                   \
+		if (r < 0 || (size_t)r >= cap - o)                             \
+			goto full;                                             \
+		o += (size_t)r;                                                \
 	} while (0)
 
 	for (w = 0; w < m->nworkers && w < METRICS_MAX_WORKERS; w++) {
@@ -157,11 +213,13 @@ metrics_render(const struct metrics *m, char *out, size_t cap)
 	    "histogram\n");
 	for (k = 0; k < METRICS_LAT_BUCKETS; k++) {
 		cum += lat[k];
-		OUT("hub_uplink_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+		OUT("hub_uplink_latency_seconds_bucket{le=\"%g\"} %" PRIu64
+		    "\n",
 		    (double)lat_le[k] / 1e6, cum);
 	}
 	cum += lat[METRICS_LAT_BUCKETS];
-	OUT("hub_uplink_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+	OUT("hub_uplink_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+	    cum);
 	OUT("hub_uplink_latency_seconds_sum %.6f\n", (double)lsum / 1e6);
 	OUT("hub_uplink_latency_seconds_count %" PRIu64 "\n", lcount);
 	return o;

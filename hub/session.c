@@ -194,8 +194,8 @@ refuse(struct worker *w, struct lws *wsi, int status, unsigned retry_after,
 	(void)w;
 	return hub__http_answer(wsi, status, "text/plain", body, strlen(body),
 				retry_after)
-		       ? -1
-		       : 1; /* 1: lws completes the transaction */
+		   ? -1
+		   : 1; /* 1: lws completes the transaction */
 }
 
 static void
@@ -246,7 +246,8 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 {
 	union {
 		union lws_tls_cert_info_results r;
-		char b[sizeof(union lws_tls_cert_info_results) + HUB_ID_MAX + 8];
+		char
+		    b[sizeof(union lws_tls_cert_info_results) + HUB_ID_MAX + 8];
 	} u;
 	size_t idlen = strlen(id);
 
@@ -343,10 +344,13 @@ checked:
 		return refuse(w, wsi, 403, 0, "device disabled\n");
 	}
 	if (rc != HUB_OK) {
-		int known = registry_creds_fingerprint(w->creds, id, &disabled) != 0;
+		int known =
+		    registry_creds_fingerprint(w->creds, id, &disabled) != 0;
 
-		metrics_add(w->m, known ? M_AUTH_FAIL_BAD_TOKEN
-					: M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
+		metrics_add(w->m,
+			    known ? M_AUTH_FAIL_BAD_TOKEN
+				  : M_AUTH_FAIL_UNKNOWN_DEVICE,
+			    1);
 		authlimit_fail(w->authlimit, addr, now);
 		log_auth_failure(w, id, addr,
 				 known ? "bad_token" : "unknown_device");
@@ -356,7 +360,7 @@ checked:
 	memcpy(w->pending.device, id, idlen + 1);
 	snprintf(w->pending.addr, sizeof(w->pending.addr), "%s", addr);
 	w->pending.fingerprint =
-		registry_creds_fingerprint(w->creds, id, &disabled);
+	    registry_creds_fingerprint(w->creds, id, &disabled);
 	return 0;
 }
 
@@ -437,9 +441,8 @@ close_reason(struct worker *w, struct sess *s)
 		return s->close_reason;
 	if (w->draining)
 		return "shutdown";
-	if (!s->peer_closed &&
-	    mono_ms() - s->last_rx_ms + 1500 >=
-		    (uint64_t)w->conf->idle_timeout * 1000)
+	if (!s->peer_closed && mono_ms() - s->last_rx_ms + 1500 >=
+				   (uint64_t)w->conf->idle_timeout * 1000)
 		return "timeout";
 	return "closed";
 }
@@ -450,9 +453,10 @@ count_close(struct worker *w, const char *reason)
 	static const struct {
 		const char *r;
 		enum metric m;
-	} t[] = {{"closed", M_CLOSED_CLOSED},	  {"timeout", M_CLOSED_TIMEOUT},
-		 {"kicked", M_CLOSED_KICKED},	  {"disabled", M_CLOSED_DISABLED},
-		 {"replaced", M_CLOSED_REPLACED}, {"shutdown", M_CLOSED_SHUTDOWN}};
+	} t[] = {
+	    {"closed", M_CLOSED_CLOSED},     {"timeout", M_CLOSED_TIMEOUT},
+	    {"kicked", M_CLOSED_KICKED},     {"disabled", M_CLOSED_DISABLED},
+	    {"replaced", M_CLOSED_REPLACED}, {"shutdown", M_CLOSED_SHUTDOWN}};
 	size_t i;
 
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
@@ -492,8 +496,9 @@ on_closed(struct worker *w, struct sess *s)
 	count_close(w, reason);
 	metrics_dec(w->m, M_CONNECTIONS);
 	w->nsessions--;
-	hub_log(HUB_LOG_DEBUG, "HUB-SESS-CLOSE", "device=%s session=%s reason=%s",
-		s->device, s->session, reason);
+	hub_log(HUB_LOG_DEBUG, "HUB-SESS-CLOSE",
+		"device=%s session=%s reason=%s", s->device, s->session,
+		reason);
 	free_queues(s);
 	s->state = SESS_NEW;
 }
@@ -501,8 +506,8 @@ on_closed(struct worker *w, struct sess *s)
 /* ---- uplink ------------------------------------------------------------ */
 
 static void
-uplink(struct worker *w, struct sess *s, const char *topic,
-       const void *payload, size_t plen, int qos, int has_id, uint32_t id)
+uplink(struct worker *w, struct sess *s, const char *topic, const void *payload,
+       size_t plen, int qos, int has_id, uint32_t id)
 {
 	struct bridge_msg *m;
 	int rc;
@@ -595,9 +600,10 @@ on_text(struct worker *w, struct sess *s, const char *buf, size_t len)
 		return -1;
 	}
 	if (frame_parse_text(buf, len, &in, &code, &msg) != HUB_OK) {
-		metrics_add(w->m, strcmp(code, FRAME_E_BAD_TOPIC)
-					  ? M_DROP_BAD_FRAME
-					  : M_DROP_BAD_TOPIC, 1);
+		metrics_add(w->m,
+			    strcmp(code, FRAME_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
+							    : M_DROP_BAD_TOPIC,
+			    1);
 		sess_err(s, in.has_id, in.id, code, msg);
 		return 0;
 	}
@@ -630,9 +636,10 @@ on_binary(struct worker *w, struct sess *s, const uint8_t *buf, size_t len)
 
 	if (frame_parse_binary(buf, len, topic, sizeof(topic), &payload, &plen,
 			       &code) != HUB_OK) {
-		metrics_add(w->m, strcmp(code, FRAME_E_BAD_TOPIC)
-					  ? M_DROP_BAD_FRAME
-					  : M_DROP_BAD_TOPIC, 1);
+		metrics_add(w->m,
+			    strcmp(code, FRAME_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
+							    : M_DROP_BAD_TOPIC,
+			    1);
 		sess_err(s, 0, 0, code,
 			 "binary frame: byte 0 = topic length 1..255, topic, "
 			 "payload");
@@ -645,7 +652,8 @@ static int
 on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	   const unsigned char *in, size_t len)
 {
-	int first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
+	int first = lws_is_first_fragment(wsi),
+	    final = lws_is_final_fragment(wsi);
 	size_t cap = (size_t)w->conf->max_frame;
 	int rc = 0;
 
@@ -699,8 +707,9 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 	char reason[32];
 
 	if (f) {
-		int n = lws_write(wsi, f->buf + LWS_PRE, f->len,
-				  f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+		int n =
+		    lws_write(wsi, f->buf + LWS_PRE, f->len,
+			      f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
 
 		s->out_head = f->next;
 		if (!s->out_head)
@@ -751,7 +760,8 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 		if (n && sess_send(s, buf, n, 1))
 			n = 0;
 		free(buf);
-		/* binary frames carry no id: clear an offline one on delivery */
+		/* binary frames carry no id: clear an offline one on delivery
+		 */
 		if (n && e->retained)
 			id = -2;
 	} else {
@@ -774,7 +784,7 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 		return;
 	if (id == -2 || id < 0) {
 		struct bridge_msg *m =
-			bridge_msg_new(BRIDGE_CLEAR, s->device, e->topic, NULL, 0);
+		    bridge_msg_new(BRIDGE_CLEAR, s->device, e->topic, NULL, 0);
 		if (m) {
 			m->qos = 1;
 			m->retain = 1;
@@ -840,7 +850,7 @@ revalidate(struct worker *w)
 		for (s = w->map[b]; s; s = s->hnext) {
 			int disabled = 0;
 			uint64_t fp = registry_creds_fingerprint(
-				w->creds, s->device, &disabled);
+			    w->creds, s->device, &disabled);
 
 			if (s->state != SESS_LIVE)
 				continue;
@@ -877,11 +887,12 @@ hub__service_wake(struct worker *w)
 		case BRIDGE_EV_ACK:
 			s = map_find(w, e->device);
 			if (e->t_rx_us)
-				metrics_latency(w->m,
-						hub_clock_mono_us() - e->t_rx_us);
+				metrics_latency(w->m, hub_clock_mono_us() -
+							  e->t_rx_us);
 			if (s && s->handle == e->sess) {
 				char out[64];
-				size_t n = frame_ack(out, sizeof(out), e->msg_id);
+				size_t n =
+				    frame_ack(out, sizeof(out), e->msg_id);
 
 				if (s->inflight)
 					s->inflight--;
@@ -926,8 +937,8 @@ hub__drain_step(struct worker *w)
 	size_t b;
 
 	target = span == 0 || elapsed >= span
-			 ? w->drain_total
-			 : (int)((uint64_t)w->drain_total * elapsed / span) + 1;
+		     ? w->drain_total
+		     : (int)((uint64_t)w->drain_total * elapsed / span) + 1;
 	for (b = 0; b <= w->map_mask && w->drain_closed < target; b++) {
 		struct sess *s;
 
@@ -946,7 +957,7 @@ hub__sample_gauges(struct worker *w)
 
 	bridge_get_stats(w->bridge, &st);
 	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
-	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t)!!st.connected);
+	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t) !!st.connected);
 	metrics_set(w->m, M_WRITER_QUEUE, writer_queue_len(w->writer));
 	metrics_set(w->m, M_DOWNLINK_QUEUED, w->out_bytes);
 	metrics_set(w->m, M_BRIDGE_SENT, st.sent);
@@ -973,12 +984,12 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return hub__http_answer(wsi, 426, "text/plain",
 						"websocket upgrade required\n",
 						27, 0)
-				       ? -1
-				       : lws_http_transaction_completed(wsi);
+				   ? -1
+				   : lws_http_transaction_completed(wsi);
 		return hub__http_answer(wsi, 404, "text/plain",
 					"no such endpoint\n", 17, 0)
-			       ? -1
-			       : lws_http_transaction_completed(wsi);
+			   ? -1
+			   : lws_http_transaction_completed(wsi);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		if (w->pending.wsi != wsi)
 			return 1;

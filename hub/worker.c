@@ -33,12 +33,12 @@ wake(void *arg)
 }
 
 static const struct lws_protocols device_protocols[] = {
-	{"hub.v1", hub__device_callback, sizeof(struct sess), 4096, 0, NULL, 0},
-	{NULL, NULL, 0, 0, 0, NULL, 0}};
+    {"hub.v1", hub__device_callback, sizeof(struct sess), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static const struct lws_protocols http_protocols[] = {
-	{"http", hub__http_callback, 0, 0, 0, NULL, 0},
-	{NULL, NULL, 0, 0, 0, NULL, 0}};
+    {"http", hub__http_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void
 begin_drain(struct worker *w)
@@ -107,7 +107,7 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 			 * optional, session.c checks the result itself */
 			info.ssl_ca_filepath = c->device_ca;
 			info.options |=
-				LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+			    LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
 		}
 	}
 	/* WebSocket ping every --heartbeat s, close after --idle-timeout s
@@ -181,10 +181,11 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	wc.worker = index;
 	wc.nworkers = nworkers;
 	wc.queue_cap = (size_t)w.max_sessions * 3 + 65536;
-	w.writer = writer_new(&wc, w.bridge, wake, &w, err, sizeof(err),
-			      &repaired);
+	w.writer =
+	    writer_new(&wc, w.bridge, wake, &w, err, sizeof(err), &repaired);
 	if (!w.writer) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "registry %s: %s", c->db, err);
+		hub_log(HUB_LOG_ERR, "HUB-START", "registry %s: %s", c->db,
+			err);
 		goto out;
 	}
 	if (repaired)
@@ -238,10 +239,11 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	ev_signal_start(loop, &sig_int);
 	ev_timer_init(&tick, on_tick, TICK_S, TICK_S);
 	ev_timer_start(loop, &tick);
-	hub_log(HUB_LOG_INFO, "HUB-READY",
-		"worker %d listening on %s:%d (%s), %zu devices, max %d sessions",
-		index, c->listen_host, c->listen_port, c->no_tls ? "ws" : "wss",
-		registry_creds_count(w.creds), w.max_sessions);
+	hub_log(
+	    HUB_LOG_INFO, "HUB-READY",
+	    "worker %d listening on %s:%d (%s), %zu devices, max %d sessions",
+	    index, c->listen_host, c->listen_port, c->no_tls ? "ws" : "wss",
+	    registry_creds_count(w.creds), w.max_sessions);
 
 	ev_run(loop, 0);
 

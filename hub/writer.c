@@ -47,11 +47,12 @@ publish_status(struct writer *w, const struct writer_item *it, int online,
 	int n;
 
 	if (online)
-		n = snprintf(json, sizeof(json),
-			     "{\"online\":true,\"seq\":%lld,\"ts\":%lld,"
-			     "\"hub\":\"%s\",\"session\":\"%s\",\"addr\":\"%s\"}",
-			     (long long)seq, (long long)it->ts, w->hub_id,
-			     it->session, it->addr);
+		n = snprintf(
+		    json, sizeof(json),
+		    "{\"online\":true,\"seq\":%lld,\"ts\":%lld,"
+		    "\"hub\":\"%s\",\"session\":\"%s\",\"addr\":\"%s\"}",
+		    (long long)seq, (long long)it->ts, w->hub_id, it->session,
+		    it->addr);
 	else
 		n = snprintf(json, sizeof(json),
 			     "{\"online\":false,\"seq\":%lld,\"ts\":%lld,"
@@ -59,7 +60,8 @@ publish_status(struct writer *w, const struct writer_item *it, int online,
 			     (long long)seq, (long long)it->ts, it->reason);
 	if (n <= 0 || (size_t)n >= sizeof(json))
 		return;
-	m = bridge_msg_new(BRIDGE_STATUS, it->device, "status", json, (size_t)n);
+	m = bridge_msg_new(BRIDGE_STATUS, it->device, "status", json,
+			   (size_t)n);
 	if (!m) {
 		hub_log(HUB_LOG_ERR, "HUB-STATUS-LOST", "out of memory for %s",
 			it->device);
@@ -180,13 +182,17 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 			switch (it->kind) {
 			case WRITER_OPEN:
 				memset(&s, 0, sizeof(s));
-				snprintf(s.device, sizeof(s.device), "%s", it->device);
-				snprintf(s.session, sizeof(s.session), "%s", it->session);
+				snprintf(s.device, sizeof(s.device), "%s",
+					 it->device);
+				snprintf(s.session, sizeof(s.session), "%s",
+					 it->session);
 				snprintf(s.hub, sizeof(s.hub), "%s", w->hub_id);
-				snprintf(s.addr, sizeof(s.addr), "%s", it->addr);
+				snprintf(s.addr, sizeof(s.addr), "%s",
+					 it->addr);
 				s.worker = w->cfg.worker;
 				s.ts = it->ts;
-				rc = registry_session_open(w->reg, &s, &w->seq[i]);
+				rc = registry_session_open(w->reg, &s,
+							   &w->seq[i]);
 				break;
 			case WRITER_CLOSE:
 				rc = registry_session_close(w->reg, it->session,
@@ -215,8 +221,8 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 			rc = registry_commit(w->reg);
 		if (rc == HUB_OK)
 			return;
-		hub_log(HUB_LOG_WARN, "HUB-REG-RETRY", "batch of %zu: %s: %s", n,
-			hub_strerror(rc), registry_errmsg(w->reg));
+		hub_log(HUB_LOG_WARN, "HUB-REG-RETRY", "batch of %zu: %s: %s",
+			n, hub_strerror(rc), registry_errmsg(w->reg));
 		registry_rollback(w->reg);
 		usleep(100000);
 	}
@@ -263,8 +269,8 @@ writer_main(void *arg)
 			for (i = 0; i < n; i++) {
 				struct writer_item *it = items[i];
 
-				if (it->kind != WRITER_AUTH_FAILED && it->publish &&
-				    w->seq[i])
+				if (it->kind != WRITER_AUTH_FAILED &&
+				    it->publish && w->seq[i])
 					publish_status(w, it,
 						       it->kind == WRITER_OPEN,
 						       w->seq[i]);

@@ -43,7 +43,7 @@ struct dev {
 		struct frame *next;
 		size_t len;
 		unsigned char buf[];
-	} *head, *tail;
+	} * head, *tail;
 };
 
 static struct dev dev;
@@ -52,14 +52,15 @@ static volatile sig_atomic_t interrupted;
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: hub-device --url ws[s]://HOST:PORT --id ID --token TOKEN\n"
-		"  [--topic T] (telemetry) [--payload JSON] [--qos 0|1] (0)\n"
-		"  [--interval MS] (1000) [--count N] (0: forever)\n"
-		"  [--exit-after N] exit 0 once N QoS 1 acks (or N messages at "
-		"QoS 0) are in\n"
-		"  [--ca FILE] [--insecure] [--query-token] [--no-reconnect] "
-		"[--quiet] [--verbose]\n");
+	fprintf(
+	    f,
+	    "usage: hub-device --url ws[s]://HOST:PORT --id ID --token TOKEN\n"
+	    "  [--topic T] (telemetry) [--payload JSON] [--qos 0|1] (0)\n"
+	    "  [--interval MS] (1000) [--count N] (0: forever)\n"
+	    "  [--exit-after N] exit 0 once N QoS 1 acks (or N messages at "
+	    "QoS 0) are in\n"
+	    "  [--ca FILE] [--insecure] [--query-token] [--no-reconnect] "
+	    "[--quiet] [--verbose]\n");
 }
 
 static int
@@ -266,9 +267,10 @@ connect_now(lws_sorted_usec_list_t *sul)
 	if (d->tls) {
 		ci.ssl_connection = LCCSCF_USE_SSL;
 		if (d->o.insecure)
-			ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED |
-					     LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-					     LCCSCF_ALLOW_INSECURE;
+			ci.ssl_connection |=
+			    LCCSCF_ALLOW_SELFSIGNED |
+			    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+			    LCCSCF_ALLOW_INSECURE;
 	}
 	if (!lws_client_connect_via_info(&ci))
 		schedule_reconnect(d);
@@ -296,7 +298,8 @@ on_text(struct dev *d, const char *in, size_t len)
 		char ack[64];
 		char *end;
 		unsigned long v = strtoul(id + 5, &end, 10);
-		int n = snprintf(ack, sizeof(ack), "{\"op\":\"ack\",\"id\":%lu}", v);
+		int n = snprintf(ack, sizeof(ack),
+				 "{\"op\":\"ack\",\"id\":%lu}", v);
 
 		if (end != id + 5)
 			queue_text(d, ack, (size_t)n);
@@ -330,7 +333,8 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		d->connected = 1;
 		d->attempt = 0;
 		if (!d->o.quiet)
-			fprintf(stderr, "hub-device: connected as %s\n", d->o.id);
+			fprintf(stderr, "hub-device: connected as %s\n",
+				d->o.id);
 		lws_sul_schedule(d->ctx, 0, &d->sul_pub, publish, 1);
 		if (d->head)
 			lws_callback_on_writable(wsi);
@@ -391,8 +395,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 }
 
 static const struct lws_protocols protocols[] = {
-	{"hub.v1", callback, 0, 65536, 0, NULL, 0},
-	{NULL, NULL, 0, 0, 0, NULL, 0}};
+    {"hub.v1", callback, 0, 65536, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void
 on_sigint(int sig)
@@ -414,14 +417,14 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if ((size_t)snprintf(urlbuf, sizeof(urlbuf), "%s", d->o.url) >=
-		    sizeof(urlbuf) ||
+		sizeof(urlbuf) ||
 	    lws_parse_uri(urlbuf, &prot, &addr, &d->port, &path)) {
 		fprintf(stderr, "hub-device: bad url %s\n", d->o.url);
 		return 2;
 	}
 	d->tls = !strcmp(prot, "wss") || !strcmp(prot, "https");
 	if ((size_t)snprintf(d->host, sizeof(d->host), "%s", addr) >=
-		    sizeof(d->host) ||
+		sizeof(d->host) ||
 	    (size_t)snprintf(d->path, sizeof(d->path),
 			     d->o.query_token ? "/v1/devices/%s?token=%s"
 					      : "/v1/devices/%s",

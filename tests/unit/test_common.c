@@ -36,7 +36,8 @@ queue_bounded_fifo(void **state)
 	assert_int_equal(hub_queue_wait(q, out, 8, 10), 0); /* time-out */
 	hub_queue_close(q);
 	assert_int_equal(hub_queue_push(q, &a), HUB_ERR_CLOSED);
-	assert_int_equal(hub_queue_wait(q, out, 8, -1), 0); /* closed: no block */
+	assert_int_equal(hub_queue_wait(q, out, 8, -1),
+			 0); /* closed: no block */
 	hub_queue_free(q);
 	assert_null(hub_queue_new(0));
 }
@@ -87,7 +88,8 @@ bucket_rate(void **state)
 		ok += hub_bucket_take(&b, 10, t);
 	assert_int_equal(ok, 10); /* burst = rate */
 	assert_int_equal(hub_bucket_take(&b, 10, t + 50), 0);
-	assert_int_equal(hub_bucket_take(&b, 10, t + 100), 1); /* 1 per 100 ms */
+	assert_int_equal(hub_bucket_take(&b, 10, t + 100),
+			 1); /* 1 per 100 ms */
 	assert_int_equal(hub_bucket_take(&b, 10, t + 150), 0);
 	/* a long pause refills only to the burst */
 	ok = 0;
@@ -145,12 +147,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(queue_bounded_fifo),
-		cmocka_unit_test(queue_threads_keep_order),
-		cmocka_unit_test(bucket_rate),
-		cmocka_unit_test(backoff_full_jitter),
-		cmocka_unit_test(device_ids),
-		cmocka_unit_test(strerror_covers_codes),
+	    cmocka_unit_test(queue_bounded_fifo),
+	    cmocka_unit_test(queue_threads_keep_order),
+	    cmocka_unit_test(bucket_rate),
+	    cmocka_unit_test(backoff_full_jitter),
+	    cmocka_unit_test(device_ids),
+	    cmocka_unit_test(strerror_covers_codes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

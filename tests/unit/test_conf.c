@@ -63,7 +63,8 @@ file_then_flags(void **state)
 	fclose(f);
 	snprintf(cfg, sizeof(cfg), "--config=%s", path);
 	{
-		char *argv[] = {"hubd", "--rate", "7", cfg, "--http=[::1]:9200"};
+		char *argv[] = {"hubd", "--rate", "7", cfg,
+				"--http=[::1]:9200"};
 		assert_int_equal(load(&c, 5, argv), HUB_OK);
 	}
 	assert_int_equal(c.no_tls, 1);
@@ -113,7 +114,8 @@ worker_count(void **state)
 	/* 100k devices at 20000 fds: 18000 a worker -> 6 */
 	assert_int_equal(conf_workers(&c, 20000, 2), 6);
 	c.max_conns = 100;
-	assert_int_equal(conf_workers(&c, 20000, 2), 2); /* at least the cores */
+	assert_int_equal(conf_workers(&c, 20000, 2),
+			 2); /* at least the cores */
 	c.workers = 3;
 	assert_int_equal(conf_workers(&c, 20000, 2), 3);
 }
@@ -151,11 +153,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(defaults_match_design),
-		cmocka_unit_test(file_then_flags),
-		cmocka_unit_test(bad_input_is_refused),
-		cmocka_unit_test(worker_count),
-		cmocka_unit_test(authlimit_window),
+	    cmocka_unit_test(defaults_match_design),
+	    cmocka_unit_test(file_then_flags),
+	    cmocka_unit_test(bad_input_is_refused),
+	    cmocka_unit_test(worker_count),
+	    cmocka_unit_test(authlimit_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,15 +28,19 @@ pub_qos0_keeps_payload_bytes(void **state)
 
 	(void)state;
 	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"telemetry\","
-			       "\"payload\": {\"t\": 21.50, \"big\":12345678901234567890} ,\"qos\":0}",
+			       "\"payload\": {\"t\": 21.50, "
+			       "\"big\":12345678901234567890} ,\"qos\":0}",
 			       &in, &code),
 			 HUB_OK);
 	assert_int_equal(in.op, FRAME_PUB);
 	assert_int_equal(in.qos, 0);
 	assert_string_equal(in.topic, "telemetry");
 	/* exactly as sent: precision and spelling kept */
-	assert_int_equal(in.payload_len, strlen("{\"t\": 21.50, \"big\":12345678901234567890}"));
-	assert_memory_equal(in.payload, "{\"t\": 21.50, \"big\":12345678901234567890}",
+	assert_int_equal(
+	    in.payload_len,
+	    strlen("{\"t\": 21.50, \"big\":12345678901234567890}"));
+	assert_memory_equal(in.payload,
+			    "{\"t\": 21.50, \"big\":12345678901234567890}",
 			    in.payload_len);
 	free(in.payload);
 }
@@ -48,22 +52,25 @@ pub_string_payload_is_raw_utf8(void **state)
 	const char *code;
 
 	(void)state;
-	assert_int_equal(parse("{\"payload\":\"caf\\u00e9 \\\"x\\\"\",\"op\":\"pub\","
-			       "\"topic\":\"a/b\"}",
-			       &in, &code),
-			 HUB_OK);
+	assert_int_equal(
+	    parse("{\"payload\":\"caf\\u00e9 \\\"x\\\"\",\"op\":\"pub\","
+		  "\"topic\":\"a/b\"}",
+		  &in, &code),
+	    HUB_OK);
 	assert_string_equal(in.payload, "caf\xc3\xa9 \"x\"");
 	free(in.payload);
 	/* the member named payload inside another object is not the payload */
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"meta\":{\"payload\":1},"
-			       "\"payload\":[1, 2]}",
-			       &in, &code),
-			 HUB_OK);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"meta\":{\"payload\":1},"
+		  "\"payload\":[1, 2]}",
+		  &in, &code),
+	    HUB_OK);
 	assert_string_equal(in.payload, "[1, 2]");
 	free(in.payload);
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":-1.5e3}",
-			       &in, &code),
-			 HUB_OK);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":-1.5e3}", &in,
+		  &code),
+	    HUB_OK);
 	assert_string_equal(in.payload, "-1.5e3");
 	free(in.payload);
 }
@@ -75,30 +82,35 @@ pub_qos1_needs_id(void **state)
 	const char *code;
 
 	(void)state;
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1}",
-			       &in, &code),
-			 HUB_ERR_INVAL);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1}",
+		  &in, &code),
+	    HUB_ERR_INVAL);
 	assert_string_equal(code, FRAME_E_BAD_FRAME);
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
-			       "\"id\":4294967295}",
-			       &in, &code),
-			 HUB_OK);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
+		  "\"id\":4294967295}",
+		  &in, &code),
+	    HUB_OK);
 	assert_int_equal(in.qos, 1);
 	assert_true(in.has_id);
 	assert_int_equal(in.id, 4294967295u);
 	free(in.payload);
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
-			       "\"id\":4294967296}",
-			       &in, &code),
-			 HUB_ERR_INVAL);
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
-			       "\"id\":1.5}",
-			       &in, &code),
-			 HUB_ERR_INVAL);
-	assert_int_equal(parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":2,"
-			       "\"id\":1}",
-			       &in, &code),
-			 HUB_ERR_INVAL);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
+		  "\"id\":4294967296}",
+		  &in, &code),
+	    HUB_ERR_INVAL);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":1,"
+		  "\"id\":1.5}",
+		  &in, &code),
+	    HUB_ERR_INVAL);
+	assert_int_equal(
+	    parse("{\"op\":\"pub\",\"topic\":\"t\",\"payload\":1,\"qos\":2,"
+		  "\"id\":1}",
+		  &in, &code),
+	    HUB_ERR_INVAL);
 	/* the err for a bad frame can still name its id */
 	assert_true(in.has_id);
 	assert_int_equal(in.id, 1);
@@ -107,8 +119,8 @@ pub_qos1_needs_id(void **state)
 static void
 bad_topics(void **state)
 {
-	static const char *bad[] = {"", "/a", "a//b", "a/", "+", "a/#", "$SYS/x",
-				    "a/\\u0001"};
+	static const char *bad[] = {"",	 "/a",	"a//b",	  "a/",
+				    "+", "a/#", "$SYS/x", "a/\\u0001"};
 	struct frame_in in;
 	const char *code;
 	char buf[512];
@@ -117,12 +129,14 @@ bad_topics(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(buf, sizeof(buf),
-			 "{\"op\":\"pub\",\"topic\":\"%s\",\"payload\":1}", bad[i]);
+			 "{\"op\":\"pub\",\"topic\":\"%s\",\"payload\":1}",
+			 bad[i]);
 		assert_int_equal(parse(buf, &in, &code), HUB_ERR_INVAL);
 		assert_string_equal(code, FRAME_E_BAD_TOPIC);
 	}
 	memset(buf, 0, sizeof(buf));
-	i = (size_t)snprintf(buf, sizeof(buf), "{\"op\":\"pub\",\"payload\":1,\"topic\":\"");
+	i = (size_t)snprintf(buf, sizeof(buf),
+			     "{\"op\":\"pub\",\"payload\":1,\"topic\":\"");
 	memset(buf + i, 'x', 257);
 	memcpy(buf + i + 257, "\"}", 3);
 	assert_int_equal(parse(buf, &in, &code), HUB_ERR_INVAL);
@@ -132,11 +146,17 @@ bad_topics(void **state)
 static void
 bad_frames(void **state)
 {
-	static const char *bad[] = {
-		"", "[]", "null", "{", "{\"op\":1}", "{\"op\":\"nope\"}",
-		"{\"op\":\"ack\"}", "{\"op\":\"pub\",\"payload\":1}",
-		"{\"op\":\"pub\",\"topic\":\"t\"}", "{\"op\":\"ack\",\"id\":-1}",
-		"{\"op\":\"ping\"} trailing"};
+	static const char *bad[] = {"",
+				    "[]",
+				    "null",
+				    "{",
+				    "{\"op\":1}",
+				    "{\"op\":\"nope\"}",
+				    "{\"op\":\"ack\"}",
+				    "{\"op\":\"pub\",\"payload\":1}",
+				    "{\"op\":\"pub\",\"topic\":\"t\"}",
+				    "{\"op\":\"ack\",\"id\":-1}",
+				    "{\"op\":\"ping\"} trailing"};
 	struct frame_in in;
 	const char *code;
 	size_t i;
@@ -158,7 +178,8 @@ nesting_is_bounded(void **state)
 	int i;
 
 	(void)state;
-	n += (size_t)snprintf(buf, sizeof(buf), "{\"op\":\"pub\",\"topic\":\"t\",\"payload\":");
+	n += (size_t)snprintf(buf, sizeof(buf),
+			      "{\"op\":\"pub\",\"topic\":\"t\",\"payload\":");
 	for (i = 0; i < FRAME_MAX_DEPTH; i++)
 		buf[n++] = '[';
 	for (i = 0; i < FRAME_MAX_DEPTH; i++)
@@ -193,7 +214,8 @@ ack_and_ping(void **state)
 	const char *code;
 
 	(void)state;
-	assert_int_equal(parse("{\"op\":\"ack\",\"id\":3}", &in, &code), HUB_OK);
+	assert_int_equal(parse("{\"op\":\"ack\",\"id\":3}", &in, &code),
+			 HUB_OK);
 	assert_int_equal(in.op, FRAME_ACK);
 	assert_int_equal(in.id, 3);
 	assert_int_equal(parse("{\"op\":\"ping\"}", &in, &code), HUB_OK);
@@ -244,12 +266,16 @@ builders(void **state)
 	n = frame_ack(out, sizeof(out), 7);
 	assert_string_equal(out, "{\"op\":\"ack\",\"id\":7}");
 	assert_int_equal(n, strlen(out));
-	frame_err(out, sizeof(out), 1, 9, FRAME_E_RATE_LIMITED, "slow \"down\"");
-	assert_string_equal(out, "{\"op\":\"err\",\"id\":9,\"code\":\"rate_limited\","
-				 "\"msg\":\"slow \\\"down\\\"\"}");
+	frame_err(out, sizeof(out), 1, 9, FRAME_E_RATE_LIMITED,
+		  "slow \"down\"");
+	assert_string_equal(
+	    out, "{\"op\":\"err\",\"id\":9,\"code\":\"rate_limited\","
+		 "\"msg\":\"slow \\\"down\\\"\"}");
 	frame_err(out, sizeof(out), 0, 0, FRAME_E_BAD_FRAME, "x");
-	assert_string_equal(out, "{\"op\":\"err\",\"code\":\"bad_frame\",\"msg\":\"x\"}");
-	n = frame_msg(out, sizeof(out), "cmd/reboot", "{\"delay\":5}", 11, 0, 3);
+	assert_string_equal(
+	    out, "{\"op\":\"err\",\"code\":\"bad_frame\",\"msg\":\"x\"}");
+	n = frame_msg(out, sizeof(out), "cmd/reboot", "{\"delay\":5}", 11, 0,
+		      3);
 	assert_string_equal(out, "{\"op\":\"msg\",\"topic\":\"cmd/reboot\","
 				 "\"payload\":{\"delay\":5},\"id\":3}");
 	n = frame_msg(out, sizeof(out), "cmd/say", "hi\n\"", 4, 1, -1);
@@ -268,16 +294,16 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(pub_qos0_keeps_payload_bytes),
-		cmocka_unit_test(pub_string_payload_is_raw_utf8),
-		cmocka_unit_test(pub_qos1_needs_id),
-		cmocka_unit_test(bad_topics),
-		cmocka_unit_test(bad_frames),
-		cmocka_unit_test(nesting_is_bounded),
-		cmocka_unit_test(not_nul_terminated),
-		cmocka_unit_test(ack_and_ping),
-		cmocka_unit_test(binary_frames),
-		cmocka_unit_test(builders),
+	    cmocka_unit_test(pub_qos0_keeps_payload_bytes),
+	    cmocka_unit_test(pub_string_payload_is_raw_utf8),
+	    cmocka_unit_test(pub_qos1_needs_id),
+	    cmocka_unit_test(bad_topics),
+	    cmocka_unit_test(bad_frames),
+	    cmocka_unit_test(nesting_is_bounded),
+	    cmocka_unit_test(not_nul_terminated),
+	    cmocka_unit_test(ack_and_ping),
+	    cmocka_unit_test(binary_frames),
+	    cmocka_unit_test(builders),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
