@@ -22,7 +22,7 @@
 
 struct opts {
 	char url[512], id[HUB_ID_MAX + 1], token[256], topic[257];
-	char payload[4096], ca[512];
+	char payload[4096], ca[512], servername[256];
 	int insecure, qos, quiet, verbose, no_reconnect, query_token;
 	long count, interval_ms, exit_after;
 };
@@ -118,6 +118,8 @@ parse_args(struct opts *o, int argc, char **argv)
 			dst = o->payload, cap = sizeof(o->payload);
 		else if (!strcmp(a, "--ca"))
 			dst = o->ca, cap = sizeof(o->ca);
+		else if (!strcmp(a, "--servername"))
+			dst = o->servername, cap = sizeof(o->servername);
 		else if (!strcmp(a, "--count"))
 			num = &o->count;
 		else if (!strcmp(a, "--interval"))
@@ -260,8 +262,10 @@ connect_now(lws_sorted_usec_list_t *sul)
 	ci.address = d->host;
 	ci.port = d->port;
 	ci.path = d->path;
-	ci.host = d->host;
-	ci.origin = d->host;
+	/* the name the server certificate is checked against (and Host/SNI):
+	 * lws's mbedTLS client matches names, not IP addresses */
+	ci.host = d->o.servername[0] ? d->o.servername : d->host;
+	ci.origin = ci.host;
 	ci.protocol = "hub.v1";
 	ci.pwsi = &d->wsi;
 	if (d->tls) {
