@@ -28,11 +28,7 @@
 static size_t
 hash_id(const char *s)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h;
+	return hub_hash_str(s);
 }
 
 int

@@ -16,6 +16,9 @@ int64_t hub_clock_ms(void);
 /* Monotonic clock in microseconds (durations, rate limits). */
 uint64_t hub_clock_mono_us(void);
 
+/* FNV-1a of a NUL-terminated string: the hash of our small tables. */
+uint32_t hub_hash_str(const char *s);
+
 /* 1 if s[0..len) is a valid device id. */
 int hub_id_valid(const char *s, size_t len);
 

@@ -1,5 +1,6 @@
 /* authlimit.c - per-address failure windows; see authlimit.h. */
 #include "authlimit.h"
+#include "hub_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,16 +18,6 @@ struct authlimit {
 	unsigned mask, limit;
 	struct entry e[];
 };
-
-static uint32_t
-hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (uint8_t)*s++) * 16777619u;
-	return h;
-}
 
 struct authlimit *
 authlimit_new(unsigned slots, unsigned limit)
@@ -53,7 +44,7 @@ authlimit_free(struct authlimit *a)
 static struct entry *
 lookup(struct authlimit *a, const char *addr, uint64_t now_ms, int create)
 {
-	uint32_t h = hash(addr);
+	uint32_t h = hub_hash_str(addr);
 	struct entry *victim = NULL;
 	unsigned i;
 

@@ -28,16 +28,6 @@
 
 /* ---- the device map -------------------------------------------------- */
 
-static uint32_t
-id_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (uint8_t)*s++) * 16777619u;
-	return h;
-}
-
 int
 hub__map_init(struct worker *w, size_t expected)
 {
@@ -62,7 +52,7 @@ hub__map_free(struct worker *w)
 static struct sess *
 map_find(struct worker *w, const char *device)
 {
-	struct sess *s = w->map[id_hash(device) & w->map_mask];
+	struct sess *s = w->map[hub_hash_str(device) & w->map_mask];
 
 	while (s && strcmp(s->device, device))
 		s = s->hnext;
@@ -72,7 +62,7 @@ map_find(struct worker *w, const char *device)
 static void
 map_insert(struct worker *w, struct sess *s)
 {
-	struct sess **b = &w->map[id_hash(s->device) & w->map_mask];
+	struct sess **b = &w->map[hub_hash_str(s->device) & w->map_mask];
 
 	s->hnext = *b;
 	*b = s;
@@ -81,7 +71,7 @@ map_insert(struct worker *w, struct sess *s)
 static void
 map_remove(struct worker *w, struct sess *s)
 {
-	struct sess **p = &w->map[id_hash(s->device) & w->map_mask];
+	struct sess **p = &w->map[hub_hash_str(s->device) & w->map_mask];
 
 	while (*p && *p != s)
 		p = &(*p)->hnext;
