@@ -425,9 +425,20 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 			      &is_session) != HUB_OK)
 		goto consumed;
 	/* a retained zero-length publish deletes a retained command (another
-	 * worker clearing an acked offline command): never a command */
-	if (!is_session && msg->retained && msg->payloadlen == 0)
+	 * worker clearing an acked offline command): never a command. MQTT 3
+	 * has no no-local, so our own clears come back, and not retained */
+	if (!is_session && msg->payloadlen == 0 &&
+	    (msg->retained || b->mqtt_version == 3))
 		goto consumed;
+	/* commands obey the same topic rules as the uplink (a clear of a
+	 * topic we cannot publish would never happen), and a command larger
+	 * than a session's queue could never be delivered: drop both here,
+	 * before anything is copied or parsed on the service thread */
+	if (!is_session && (!bridge_topic_valid(rel, strlen(rel)) ||
+			    (size_t)msg->payloadlen > b->max_cmd)) {
+		atomic_fetch_add(&b->st_cmds_dropped, 1);
+		goto consumed;
+	}
 	e = ev_new(is_session ? BRIDGE_EV_SESSION : BRIDGE_EV_CMD, device,
 		   is_session ? NULL : rel, msg->payload,
 		   msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0);
@@ -1167,6 +1178,7 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	pthread_condattr_destroy(&ca);
 	b->mqtt_version = cfg->mqtt_version == 3 ? 3 : 5;
 	b->max_pending = cfg->max_pending ? cfg->max_pending : 10000;
+	b->max_cmd = cfg->max_cmd ? cfg->max_cmd : (size_t)1 << 20;
 	b->window = cfg->window > 0 ? cfg->window : 1000;
 	if (b->window > BRIDGE_WINDOW_MAX)
 		b->window = BRIDGE_WINDOW_MAX;
@@ -1273,7 +1285,11 @@ bridge_submit(struct bridge *b, struct bridge_msg *m)
 		if (!hub_id_valid(m->device, strlen(m->device)))
 			return HUB_ERR_INVAL;
 		m->qos = 1;
-		m->retain = m->kind == BRIDGE_STATUS;
+		/* announcements are retained too: a worker whose bridge was
+		 * reconnecting, or whose SUBSCRIBE reached the broker after the
+		 * announcement, still gets it and closes its older session */
+		m->retain =
+		    m->kind == BRIDGE_STATUS || m->kind == BRIDGE_ANNOUNCE;
 		break;
 	case BRIDGE_RAW:
 		if (!m->topic || !m->topic[0])
@@ -1368,6 +1384,7 @@ bridge_get_stats(struct bridge *b, struct bridge_stats *out)
 	out->resent = atomic_load(&b->st_resent);
 	out->connects = atomic_load(&b->st_connects);
 	out->cmds_in = atomic_load(&b->st_cmds_in);
+	out->cmds_dropped = atomic_load(&b->st_cmds_dropped);
 	out->pending = atomic_load(&b->st_pending);
 	out->connected = atomic_load(&b->connected);
 	out->rejected = atomic_load(&b->st_rejected);

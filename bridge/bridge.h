@@ -51,6 +51,7 @@ struct bridge_config {
 	int node_status; /* 1: this worker owns hub/nodes/{hub}/status + LWT */
 	size_t max_pending; /* device QoS 1 messages awaiting PUBACK */
 	int window;	    /* messages handed to Paho at once */
+	size_t max_cmd;	    /* commands larger are dropped (0: 1 MiB) */
 };
 
 enum bridge_kind {
@@ -124,7 +125,8 @@ void bridge_ev_free(struct bridge_ev *e);
 
 struct bridge_stats {
 	uint64_t sent, acked, dropped_qos0, resent, connects, cmds_in;
-	uint64_t pending; /* reliable messages awaiting PUBACK */
+	uint64_t cmds_dropped; /* bad topic or larger than max_cmd */
+	uint64_t pending;      /* reliable messages awaiting PUBACK */
 	int connected;
 	uint64_t rejected; /* QoS 1 messages the broker refused */
 };

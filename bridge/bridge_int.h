@@ -109,6 +109,7 @@ struct bridge {
 	char *node_topic; /* hub/nodes/{hub_id}/status, or NULL */
 	int mqtt_version;
 	size_t max_pending;
+	size_t max_cmd;
 	int window;
 	void (*wake)(void *arg);
 	void *wake_arg;
@@ -132,7 +133,7 @@ struct bridge {
 	atomic_size_t dev_held; /* device QoS 1 msgs not yet acked+reported */
 	atomic_size_t q0_held;	/* QoS 0 msgs accepted, not yet sent */
 	atomic_uint_fast64_t st_sent, st_acked, st_dropped_qos0, st_resent,
-	    st_connects, st_cmds_in, st_pending, st_rejected;
+	    st_connects, st_cmds_in, st_cmds_dropped, st_pending, st_rejected;
 
 	/* bridge thread */
 	pthread_t thr;

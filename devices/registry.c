@@ -62,10 +62,15 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SES_CLOSE] = "UPDATE sessions SET ended = ?2, reason = ?3"
 		     " WHERE session = ?1 AND ended IS NULL"
 		     " RETURNING device, hub, addr",
-    [ST_SES_OPEN_FOR_HUB] = "SELECT session, device FROM sessions"
-			    " WHERE ended IS NULL AND hub = ?1"
-			    " AND (worker = ?2 OR (?3 >= 0 AND worker >= ?3))"
-			    " ORDER BY started, session",
+    [ST_SES_OPEN_FOR_HUB] =
+	"SELECT s.session, s.device,"
+	" EXISTS(SELECT 1 FROM sessions o"
+	"  WHERE o.device = s.device AND o.ended IS NULL"
+	"  AND o.session <> s.session AND o.started >= s.started)"
+	" FROM sessions s"
+	" WHERE s.ended IS NULL AND s.hub = ?1"
+	" AND (s.worker = ?2 OR (?3 >= 0 AND s.worker >= ?3))"
+	" ORDER BY s.started, s.session",
     [ST_EV_INSERT] = "INSERT INTO events(device, kind, reason, ts, session,"
 		     " addr, hub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_EV_ALL] = EVENT_SELECT "ORDER BY seq DESC LIMIT ?1",

@@ -150,7 +150,10 @@ int registry_auth_failed(struct registry *reg, const char *device,
  * Crash repair: closes every session still open for (hub, worker) - and,
  * when also_from_worker >= 0, for (hub, any worker >= also_from_worker) -
  * with reason hub_restart, in one transaction. cb(arg, device, session, seq)
- * for each, so the caller can publish the offline status.
+ * for each, so the caller can publish the offline status; seq is 0 when the
+ * device already has a newer open session in this registry (it reconnected
+ * to another worker before the repair): its row is closed, but an offline
+ * status would override the newer session's online one, so none is due.
  */
 int registry_repair(struct registry *reg, const char *hub, int worker,
 		    int also_from_worker,

@@ -224,6 +224,7 @@ struct repaired {
 	char device[HUB_ID_MAX + 1];
 	char session[REGISTRY_SESSION_MAX];
 	int64_t seq;
+	int superseded; /* the device has a newer open session */
 };
 
 int
@@ -264,6 +265,7 @@ registry_repair(struct registry *reg, const char *hub, int worker,
 				   sizeof(rows[n].session));
 		registry__col_text(s, 1, rows[n].device,
 				   sizeof(rows[n].device));
+		rows[n].superseded = sqlite3_column_int(s, 2);
 		n++;
 	}
 	if (err == HUB_OK && rc != SQLITE_DONE)
@@ -275,7 +277,8 @@ registry_repair(struct registry *reg, const char *hub, int worker,
 	err = registry__op_end(reg, &op, err);
 	/* Committed: the caller may now publish the offline statuses. */
 	for (i = 0; err == HUB_OK && cb && i < n; i++)
-		cb(arg, rows[i].device, rows[i].session, rows[i].seq);
+		cb(arg, rows[i].device, rows[i].session,
+		   rows[i].superseded ? 0 : rows[i].seq);
 out:
 	free(rows);
 	return err;

@@ -2,6 +2,7 @@
 #include "authlimit.h"
 #include "hub_util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,7 +67,7 @@ lookup(struct authlimit *a, const char *addr, uint64_t now_ms, int create)
 				victim = e;
 		}
 	memset(victim, 0, sizeof(*victim));
-	strncpy(victim->addr, addr, sizeof(victim->addr) - 1);
+	snprintf(victim->addr, sizeof(victim->addr), "%s", addr);
 	victim->start_ms = now_ms ? now_ms : 1;
 	return victim;
 }

@@ -127,6 +127,31 @@ payload_span(const char *buf, size_t len, const char **vs, size_t *vl)
 	}
 }
 
+/*
+ * The first levels the hub itself publishes under devices/{id}/: a device
+ * must not forge its own presence ("status") or fake a command ("cmd/...").
+ */
+static int
+reserved_topic(const char *t, size_t len)
+{
+	static const char *const res[] = {"status", "cmd"};
+	size_t i, n;
+
+	for (i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
+		n = strlen(res[i]);
+		if (len >= n && !memcmp(t, res[i], n) &&
+		    (len == n || t[n] == '/'))
+			return 1;
+	}
+	return 0;
+}
+
+static int
+device_topic_ok(const char *t, size_t len)
+{
+	return bridge_topic_valid(t, len) && !reserved_topic(t, len);
+}
+
 static int
 get_id(const cJSON *root, struct frame_in *in)
 {
@@ -215,11 +240,10 @@ frame_parse_text(const char *buf, size_t len, struct frame_in *in,
 		*msg = "missing topic";
 		goto out;
 	}
-	if (!bridge_topic_valid(topic->valuestring,
-				strlen(topic->valuestring))) {
+	if (!device_topic_ok(topic->valuestring, strlen(topic->valuestring))) {
 		*code = FRAME_E_BAD_TOPIC;
 		*msg = "topic must be 1..256 bytes of UTF-8, no empty level, "
-		       "+, #, leading $ or /";
+		       "+, #, leading $ or /, not status or cmd/...";
 		goto out;
 	}
 	memcpy(in->topic, topic->valuestring, strlen(topic->valuestring) + 1);
@@ -284,7 +308,7 @@ frame_parse_binary(const uint8_t *buf, size_t len, char *topic, size_t topiclen,
 	l = buf[0];
 	if (l + 1 > topiclen)
 		return HUB_ERR_TOOBIG;
-	if (!bridge_topic_valid((const char *)buf + 1, l)) {
+	if (!device_topic_ok((const char *)buf + 1, l)) {
 		*code = FRAME_E_BAD_TOPIC;
 		return HUB_ERR_INVAL;
 	}

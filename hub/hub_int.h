@@ -12,6 +12,7 @@
 
 #include <libwebsockets.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 
@@ -71,7 +72,7 @@ struct sess {
 	unsigned ncmds;
 	/* a text/binary message arriving in fragments */
 	unsigned char *rx;
-	size_t rx_len;
+	size_t rx_len, rx_cap;
 	int rx_binary;
 	int rx_overflow;
 };
@@ -113,6 +114,9 @@ struct worker {
 	int drain_closed;
 	int done;	  /* drained: leave the loop */
 	int wake_pending; /* atomic: lws_cancel_service already asked */
+	/* guards ctx against wake() from the bridge, Paho and writer threads
+	 * while lws_context_destroy() frees it */
+	pthread_mutex_t ctx_lock;
 };
 
 /* session.c */

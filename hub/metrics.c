@@ -107,6 +107,10 @@ static const struct mdesc desc[M__COUNT] = {
 			 "counter", NULL},
     [M_BRIDGE_CONNECTS] = {"hub_broker_connects_total",
 			   "Successful broker connections.", "counter", NULL},
+    [M_CMDS_REFUSED] = {"hub_commands_refused_total",
+			"Commands dropped by the bridge: a topic breaking the "
+			"device topic rules, or larger than a session's queue.",
+			"counter", NULL},
     [M_WORKER_RESTARTS] = {"hub_worker_restarts_total",
 			   "Workers restarted by the supervisor.", "counter",
 			   NULL},

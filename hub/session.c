@@ -173,6 +173,7 @@ free_queues(struct sess *s)
 	free(s->rx);
 	s->rx = NULL;
 	s->rx_len = 0;
+	s->rx_cap = 0;
 }
 
 /* ---- authentication (before the upgrade) ------------------------------ */
@@ -670,10 +671,21 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 			rc = on_text(w, s, (const char *)in, len);
 		return rc;
 	}
-	if (!s->rx) {
-		s->rx = malloc(cap);
-		if (!s->rx)
+	if (s->rx_len + len > s->rx_cap) {
+		/* grow as the message does (a device that stops half-way holds
+		 * what it sent, not --max-frame) */
+		size_t ncap = s->rx_cap ? s->rx_cap : 4096;
+		unsigned char *n;
+
+		while (ncap < s->rx_len + len)
+			ncap *= 2;
+		if (ncap > cap)
+			ncap = cap;
+		n = realloc(s->rx, ncap);
+		if (!n)
 			return -1;
+		s->rx = n;
+		s->rx_cap = ncap;
 	}
 	memcpy(s->rx + s->rx_len, in, len);
 	s->rx_len += len;
@@ -687,6 +699,7 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	free(s->rx);
 	s->rx = NULL;
 	s->rx_len = 0;
+	s->rx_cap = 0;
 	return rc;
 }
 
@@ -954,6 +967,7 @@ hub__sample_gauges(struct worker *w)
 	metrics_set(w->m, M_BRIDGE_ACKED, st.acked);
 	metrics_set(w->m, M_BRIDGE_RESENT, st.resent);
 	metrics_set(w->m, M_BRIDGE_CONNECTS, st.connects);
+	metrics_set(w->m, M_CMDS_REFUSED, st.cmds_dropped);
 }
 
 /* ---- the lws protocol callback ---------------------------------------- */

@@ -22,14 +22,32 @@
 
 static struct worker *the_worker; /* for the libev watchers only */
 
+/* Any thread: the bridge's, Paho's and the writer's. */
 static void
 wake(void *arg)
 {
 	struct worker *w = arg;
 
-	if (!__atomic_exchange_n(&w->wake_pending, 1, __ATOMIC_ACQ_REL) &&
-	    w->ctx)
+	if (__atomic_exchange_n(&w->wake_pending, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_mutex_lock(&w->ctx_lock);
+	if (w->ctx)
 		lws_cancel_service(w->ctx);
+	pthread_mutex_unlock(&w->ctx_lock);
+}
+
+/* Service thread: the threads that wake us may still run. */
+static void
+destroy_context(struct worker *w)
+{
+	struct lws_context *ctx;
+
+	pthread_mutex_lock(&w->ctx_lock);
+	ctx = w->ctx;
+	w->ctx = NULL;
+	pthread_mutex_unlock(&w->ctx_lock);
+	if (ctx)
+		lws_context_destroy(ctx);
 }
 
 static const struct lws_protocols device_protocols[] = {
@@ -137,6 +155,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	int rc = 1;
 
 	memset(&w, 0, sizeof(w));
+	pthread_mutex_init(&w.ctx_lock, NULL);
 	the_worker = &w;
 	w.conf = c;
 	w.index = index;
@@ -168,6 +187,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	bc.node_status = index == 0;
 	bc.max_pending = c->bridge_buffer / (size_t)nworkers + 1;
 	bc.window = 1000;
+	bc.max_cmd = SESS_OUTQ_BYTES / 2; /* what a session's queue can take */
 	w.bridge = bridge_new(&bc, wake, &w, err, sizeof(err));
 	if (!w.bridge) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "bridge: %s", err);
@@ -252,8 +272,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	ev_timer_stop(loop, &tick);
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
-	lws_context_destroy(w.ctx);
-	w.ctx = NULL;
+	destroy_context(&w);
 	writer_stop(w.writer); /* every offline row written, statuses queued */
 	if (bridge_stop(w.bridge, 10000) != HUB_OK)
 		hub_log(HUB_LOG_ERR, "HUB-FLUSH",
@@ -261,8 +280,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	hub_log(HUB_LOG_INFO, "HUB-EXIT", "worker %d drained", index);
 	rc = 0;
 out:
-	if (w.ctx)
-		lws_context_destroy(w.ctx);
+	destroy_context(&w);
 	if (w.bridge && rc)
 		bridge_stop(w.bridge, 0);
 	writer_free(w.writer);

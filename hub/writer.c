@@ -89,6 +89,8 @@ repair_cb(void *arg, const char *device, const char *session, int64_t seq)
 	struct repair_ctx *x = arg;
 	struct writer_item it;
 
+	if (!seq) /* the device is online again elsewhere: no offline */
+		return;
 	memset(&it, 0, sizeof(it));
 	snprintf(it.device, sizeof(it.device), "%s", device);
 	snprintf(it.session, sizeof(it.session), "%s", session);
@@ -169,6 +171,7 @@ transient(int rc)
 static void
 apply(struct writer *w, struct writer_item **items, size_t n)
 {
+	unsigned attempts = 0;
 	size_t i;
 	int rc;
 
@@ -224,6 +227,17 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 		hub_log(HUB_LOG_WARN, "HUB-REG-RETRY", "batch of %zu: %s: %s",
 			n, hub_strerror(rc), registry_errmsg(w->reg));
 		registry_rollback(w->reg);
+		/* shutting down: retry for 10 s, then give up so that the
+		 * bridge still gets to flush the statuses it holds */
+		if (!__atomic_load_n(&w->running, __ATOMIC_ACQUIRE) &&
+		    ++attempts > 100) {
+			hub_log(HUB_LOG_ERR, "HUB-REG-LOST",
+				"registry unwritable at exit: %zu rows lost",
+				n);
+			for (i = 0; i < n; i++)
+				w->seq[i] = 0;
+			return;
+		}
 		usleep(100000);
 	}
 }
@@ -299,9 +313,15 @@ writer_start(struct writer *w)
 int
 writer_submit(struct writer *w, const struct writer_item *it)
 {
-	struct writer_item *c = malloc(sizeof(*c));
+	struct writer_item *c;
 	int rc;
 
+	/* failed authentications come from anyone: they may fill half the
+	 * queue, never the room the session rows need */
+	if (it->kind == WRITER_AUTH_FAILED &&
+	    hub_queue_len(w->q) * 2 > hub_queue_cap(w->q))
+		return HUB_ERR_FULL;
+	c = malloc(sizeof(*c));
 	if (!c)
 		return HUB_ERR_NOMEM;
 	*c = *it;

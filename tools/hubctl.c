@@ -886,7 +886,8 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 	conn.username = o->user;
 	conn.password = o->password;
 	if (is_tls_uri(o->broker))
-		conn.ssl = &ssl;
+		ssl.verify = 1; /* check the broker's host name too */
+	conn.ssl = &ssl;
 	r = MQTTClient_connect5(c, &conn, NULL, NULL);
 	if (r.reasonCode != MQTTREASONCODE_SUCCESS) {
 		errf("cannot connect to broker %s: %s", o->broker,

@@ -28,8 +28,11 @@ class TestCommands(hubfix.HubTest):
             10, what=f"{device} online")
 
     def dev(self, hub, device="dev1"):
+        # the baseline before connecting: the new online status may arrive
+        # before connect() returns
+        before = max([s["seq"] for s in status_msgs(self.sub, device)] + [0])
         c = self.connect(hub, device, self.tok[device])
-        self.online(device, max([s["seq"] for s in status_msgs(self.sub, device)] + [0]))
+        self.online(device, before)
         return c
 
     def send(self, *args):
@@ -210,8 +213,8 @@ class TestCommands(hubfix.HubTest):
         self.assertEqual(hubA.metrics()["hub_connections"], 0)
         self.assertEqual(hubB.metrics()["hub_connections"], 1)
         # and back again
+        on2 = status_msgs(self.sub, "dev1")[-1]  # before: see dev()
         c3 = self.connect(hubA, "dev1", self.tok["dev1"])
-        on2 = status_msgs(self.sub, "dev1")[-1]
         self.assertEqual(c2.wait_closed(10), 4001)
         on3 = self.online("dev1", on2["seq"])
         self.assertEqual(on3["hub"], "hubA")

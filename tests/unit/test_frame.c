@@ -119,8 +119,9 @@ pub_qos1_needs_id(void **state)
 static void
 bad_topics(void **state)
 {
-	static const char *bad[] = {"",	 "/a",	"a//b",	  "a/",
-				    "+", "a/#", "$SYS/x", "a/\\u0001"};
+	static const char *bad[] = {"",	      "/a",  "a//b",   "a/",
+				    "+",      "a/#", "$SYS/x", "a/\\u0001",
+				    "status", "cmd", "cmd/x"};
 	struct frame_in in;
 	const char *code;
 	char buf[512];
@@ -141,6 +142,25 @@ bad_topics(void **state)
 	memcpy(buf + i + 257, "\"}", 3);
 	assert_int_equal(parse(buf, &in, &code), HUB_ERR_INVAL);
 	assert_string_equal(code, FRAME_E_BAD_TOPIC);
+}
+
+static void
+reserved_prefixes_only(void **state)
+{
+	static const char *ok[] = {"statusx", "a/status", "cmdx/y", "a/cmd/b"};
+	struct frame_in in;
+	const char *code;
+	char buf[256];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		snprintf(buf, sizeof(buf),
+			 "{\"op\":\"pub\",\"topic\":\"%s\",\"payload\":1}",
+			 ok[i]);
+		assert_int_equal(parse(buf, &in, &code), HUB_OK);
+		free(in.payload);
+	}
 }
 
 static void
@@ -248,6 +268,16 @@ binary_frames(void **state)
 	assert_int_equal(frame_parse_binary(f, sizeof(f), topic, sizeof(topic),
 					    &payload, &plen, &code),
 			 HUB_ERR_INVAL);
+	{
+		/* the hub's own topics cannot be forged in binary either */
+		uint8_t st[] = {6, 's', 't', 'a', 't', 'u', 's', '{', '}'};
+
+		assert_int_equal(frame_parse_binary(st, sizeof(st), topic,
+						    sizeof(topic), &payload,
+						    &plen, &code),
+				 HUB_ERR_INVAL);
+		assert_string_equal(code, FRAME_E_BAD_TOPIC);
+	}
 	f[0] = 2; /* "a/" - empty level */
 	assert_int_equal(frame_parse_binary(f, sizeof(f), topic, sizeof(topic),
 					    &payload, &plen, &code),
@@ -298,6 +328,7 @@ main(void)
 	    cmocka_unit_test(pub_string_payload_is_raw_utf8),
 	    cmocka_unit_test(pub_qos1_needs_id),
 	    cmocka_unit_test(bad_topics),
+	    cmocka_unit_test(reserved_prefixes_only),
 	    cmocka_unit_test(bad_frames),
 	    cmocka_unit_test(nesting_is_bounded),
 	    cmocka_unit_test(not_nul_terminated),

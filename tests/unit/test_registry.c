@@ -829,6 +829,18 @@ has(const struct rep *r, const char *session)
 	return 0;
 }
 
+static int
+has_at(const struct rep *r, const char *session)
+{
+	int i;
+
+	for (i = 0; i < r->n && i < 8; i++)
+		if (!strcmp(r->sessions[i], session))
+			return i;
+	fail_msg("session %s not repaired", session);
+	return 0;
+}
+
 static void
 test_repair(void **state)
 {
@@ -873,6 +885,30 @@ test_repair(void **state)
 	assert_int_equal(registry_events(reg, "w2", 1, collect_ev, &v), HUB_OK);
 	assert_int_equal(v.e[0].kind, REGISTRY_OFFLINE);
 	assert_string_equal(v.e[0].reason, "hub_restart");
+	registry_close(reg);
+}
+
+/* A device that reconnected to another worker before the crashed worker's
+ * repair: its old row is closed, but no offline status is due (seq 0). */
+static void
+test_repair_superseded(void **state)
+{
+	struct registry *reg = open_mem();
+	struct rep r = {0};
+
+	(void)state;
+	add(reg, "d", NULL);
+	add(reg, "e", NULL);
+	open_ses(reg, "d", "OLD", "hubA", 1, 100);
+	open_ses(reg, "d", "NEW", "hubA", 0, 200);
+	open_ses(reg, "e", "E1", "hubA", 1, 100);
+	assert_int_equal(registry_repair(reg, "hubA", 1, -1, collect_rep, &r),
+			 HUB_OK);
+	assert_int_equal(r.n, 2);
+	assert_int_equal(r.seq[has_at(&r, "OLD")], 0);
+	assert_true(r.seq[has_at(&r, "E1")] > 0);
+	/* the row is closed all the same, and the new session stays open */
+	assert_int_equal(device_count(reg, 1), 1);
 	registry_close(reg);
 }
 
@@ -1032,6 +1068,7 @@ main(void)
 	    cmocka_unit_test(test_group_commit),
 	    cmocka_unit_test(test_events),
 	    cmocka_unit_test(test_repair),
+	    cmocka_unit_test(test_repair_superseded),
 	    cmocka_unit_test(test_devices_rev),
 	    cmocka_unit_test(test_data_version),
 	    cmocka_unit_test(test_creds_100k),
