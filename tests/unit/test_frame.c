@@ -218,7 +218,7 @@ nesting_is_bounded(void **state)
 static void
 not_nul_terminated(void **state)
 {
-	const char *s = "{\"op\":\"ping\"}XXXX";
+	const char *s = "{\"op\":\"ping\"}tail";
 	const char *code, *msg;
 	struct frame_in in;
 
