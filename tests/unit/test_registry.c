@@ -818,27 +818,32 @@ collect_rep(void *arg, const char *device, const char *session, int64_t seq)
 	r->n++;
 }
 
+/* Index of session among the repaired ones, or -1. */
 static int
-has(const struct rep *r, const char *session)
-{
-	int i;
-
-	for (i = 0; i < r->n && i < 8; i++)
-		if (!strcmp(r->sessions[i], session))
-			return 1;
-	return 0;
-}
-
-static int
-has_at(const struct rep *r, const char *session)
+find_rep(const struct rep *r, const char *session)
 {
 	int i;
 
 	for (i = 0; i < r->n && i < 8; i++)
 		if (!strcmp(r->sessions[i], session))
 			return i;
-	fail_msg("session %s not repaired", session);
-	return 0;
+	return -1;
+}
+
+static int
+has(const struct rep *r, const char *session)
+{
+	return find_rep(r, session) >= 0;
+}
+
+static int
+has_at(const struct rep *r, const char *session)
+{
+	int i = find_rep(r, session);
+
+	if (i < 0)
+		fail_msg("session %s not repaired", session);
+	return i < 0 ? 0 : i;
 }
 
 static void
