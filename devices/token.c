@@ -90,14 +90,14 @@ registry__digest(const unsigned char *salt, const char *token, size_t len,
 	int err = HUB_ERR_TLS;
 
 	mbedtls_sha256_init(&ctx);
-	if (mbedtls_sha256_starts_ret(&ctx, 0))
+	if (mbedtls_sha256_starts(&ctx, 0))
 		goto out;
-	if (mbedtls_sha256_update_ret(&ctx, salt, REGISTRY__SALT_LEN))
+	if (mbedtls_sha256_update(&ctx, salt, REGISTRY__SALT_LEN))
 		goto out;
 	if (len &&
-	    mbedtls_sha256_update_ret(&ctx, (const unsigned char *)token, len))
+	    mbedtls_sha256_update(&ctx, (const unsigned char *)token, len))
 		goto out;
-	if (mbedtls_sha256_finish_ret(&ctx, digest))
+	if (mbedtls_sha256_finish(&ctx, digest))
 		goto out;
 	err = HUB_OK;
 out:
