@@ -8,10 +8,13 @@
 #include <ini.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum opt_type { OPT_STR, OPT_INT, OPT_BOOL, OPT_ADDR, OPT_SIZE };
@@ -46,6 +49,8 @@ static const struct opt opts[] = {
      "plain ws behind a TLS-terminating proxy"},
     {"device-ca", OPT_STR, S(device_ca), 0, 0,
      "FILE CA for device client certificates"},
+    {"ticket-key", OPT_STR, S(ticket_key), 0, 0,
+     "FILE TLS session-ticket secret shared by hubs (random per start)"},
     {"db", OPT_STR, S(db), 0, 0, "FILE registry (var/registry.db)"},
     {"broker", OPT_STR, S(broker), 0, 0,
      "URI MQTT broker (tcp://127.0.0.1:1883)"},
@@ -244,6 +249,90 @@ ini_cb(void *arg, const char *section, const char *name, const char *value)
 	return x->rc ? 0 : 1;
 }
 
+/*
+ * The session-ticket secret: --ticket-key's bytes (32..1024, a file that
+ * only its owner may read: it decrypts every resumable session), or 32
+ * random bytes. Runs in the supervisor, before the workers fork.
+ */
+static int
+load_ticket_secret(struct conf *c, char *err, size_t errlen)
+{
+	size_t cap = sizeof(c->ticket_secret), n = 0;
+	struct stat st;
+	ssize_t r;
+	int fd, rc = HUB_ERR_INVAL;
+
+	if (!c->ticket_key[0]) {
+		while (n < 32) {
+			r = getrandom(c->ticket_secret + n, 32 - n, 0);
+			if (r < 0 && errno != EINTR) {
+				snprintf(err, errlen, "getrandom: %s",
+					 strerror(errno));
+				return HUB_ERR_IO;
+			}
+			if (r > 0)
+				n += (size_t)r;
+		}
+		c->ticket_secret_len = n;
+		return HUB_OK;
+	}
+	fd = open(c->ticket_key, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "--ticket-key %s: %s", c->ticket_key,
+			 strerror(errno));
+		return HUB_ERR_INVAL;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "--ticket-key %s: not a regular file",
+			 c->ticket_key);
+		goto out;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		snprintf(err, errlen,
+			 "--ticket-key %s: readable or writable by others "
+			 "(chmod 600)",
+			 c->ticket_key);
+		goto out;
+	}
+	for (;;) {
+		r = read(fd, c->ticket_secret + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "--ticket-key %s: %s",
+				 c->ticket_key, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n == cap) {
+			char extra;
+
+			if (read(fd, &extra, 1) != 0) {
+				snprintf(
+				    err, errlen,
+				    "--ticket-key %s: longer than %zu bytes",
+				    c->ticket_key, cap);
+				goto out;
+			}
+			break;
+		}
+	}
+	if (n < 32) {
+		snprintf(err, errlen,
+			 "--ticket-key %s: want at least 32 bytes of secret "
+			 "(e.g. head -c 48 /dev/urandom), got %zu",
+			 c->ticket_key, n);
+		goto out;
+	}
+	c->ticket_secret_len = n;
+	rc = HUB_OK;
+out:
+	close(fd);
+	return rc;
+}
+
 int
 conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 {
@@ -345,6 +434,8 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		snprintf(err, errlen, "--prefix must be a plain topic");
 		return HUB_ERR_INVAL;
 	}
+	if (!c->no_tls)
+		return load_ticket_secret(c, err, errlen);
 	return HUB_OK;
 }
 

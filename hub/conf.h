@@ -15,6 +15,12 @@ struct conf {
 	int listen_port;
 	char tls_cert[512], tls_key[512], device_ca[512];
 	int no_tls;
+	/* --ticket-key FILE, else empty; the TLS session-ticket secret: the
+	 * file's bytes, or 32 random bytes drawn by conf_load() in the
+	 * supervisor, so every worker (forked later) derives the same keys */
+	char ticket_key[512];
+	unsigned char ticket_secret[1024];
+	size_t ticket_secret_len;
 	char db[512];
 	char broker[512], broker_user[128], broker_password[256];
 	int mqtt_version;

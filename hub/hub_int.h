@@ -96,6 +96,8 @@ struct worker {
 	struct registry_creds *creds;
 	struct authlimit *authlimit;
 	struct pending_auth pending;
+	/* session-ticket keys (tls.h); NULL with --no-tls */
+	struct hub_tls *tls;
 
 	/* device id -> session */
 	struct sess **map;

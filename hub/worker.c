@@ -9,6 +9,7 @@
  */
 #include "hub_int.h"
 #include "hub_log.h"
+#include "tls.h"
 
 #include <ev.h>
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TICK_S 0.1
@@ -89,8 +91,13 @@ on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 	(void)t;
 	(void)revents;
-	if (++ticks % 10 == 0)
+	if (++ticks % 10 == 0) {
 		hub__sample_gauges(w);
+		if (hub_tls_tick(w->tls, (int64_t)time(NULL)) != HUB_OK)
+			hub_log(HUB_LOG_ERR, "HUB-TLS-TICKET",
+				"ticket key rotation failed; new tickets use "
+				"the old key");
+	}
 	if (!w->draining)
 		return;
 	hub__drain_step(w);
@@ -117,6 +124,13 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 	info.options = LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE |
 		       LWS_SERVER_OPTION_DISABLE_IPV6;
 	if (tls) {
+		/* TLS 1.2 minimum, 1.3 preferred, ECDHE + AEAD suites only,
+		 * server group order, session tickets (keys in w->tls): our
+		 * mbedTLS configuration and lws patches, nothing to set here.
+		 * The vhost's name plays no part in SNI: our lws patch keeps a
+		 * connection on the vhost that accepted it whatever name the
+		 * client sends (lws would otherwise re-select it and, with
+		 * --device-ca, require a client certificate). */
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = c->tls_cert;
 		info.ssl_private_key_filepath = c->tls_key;
@@ -235,6 +249,11 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 		hub_log(HUB_LOG_ERR, "HUB-START", "lws context failed");
 		goto out;
 	}
+	if (!c->no_tls && hub_tls_new(c->ticket_secret, c->ticket_secret_len,
+				      (int64_t)time(NULL), &w.tls) != HUB_OK) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "TLS session tickets failed");
+		goto out;
+	}
 	if (!make_vhost(&w, "devices", c->listen_host, c->listen_port,
 			device_protocols, !c->no_tls)) {
 		hub_log(HUB_LOG_ERR, "HUB-START",
@@ -281,6 +300,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	rc = 0;
 out:
 	destroy_context(&w);
+	hub_tls_free(w.tls); /* after every TLS connection is gone */
 	if (w.bridge && rc)
 		bridge_stop(w.bridge, 0);
 	writer_free(w.writer);
