@@ -946,7 +946,11 @@ hub__drain_step(struct worker *w)
 		struct sess *s;
 
 		for (s = w->map[b]; s && w->drain_closed < target; s = s->hnext)
-			if (s->state == SESS_LIVE) {
+			/* a session awaiting PUBACKs gets its acks first (until
+			 * the drain period is over): the device need not send
+			 * again what the broker has */
+			if (s->state == SESS_LIVE &&
+			    (!s->inflight || elapsed >= span)) {
 				sess_close(s, 1001, "shutdown");
 				w->drain_closed++;
 			}

@@ -16,13 +16,28 @@ Run with Debian's python (/usr/bin/python3): it has python3-websockets 10.4
 and python3-paho-mqtt 1.6.1. Binaries come from HUBD, HUBCTL, HUB_DEVICE
 (default: HUB_SRC/build/asan/bin/...).
 
-Every wait polls a condition under a deadline. HUBFIX_KEEP=1 keeps the temp
-directories (logs, registry, broker data) for a post-mortem.
+Every wait polls a condition under a deadline. The deadlines are bounds
+for a loaded CI machine, not expectations: each is multiplied by
+HUBFIX_SLOW (default 4; an ASan build on a busy 2-core box runs many times
+slower than on a quiet one). Reaching a condition early costs nothing, so
+generous deadlines only lengthen a run that fails anyway. No test asserts
+how fast something happened except where that is the promise under test,
+and then with a bound far above the promise.
+
+Ports come from reserve_port(): outside the kernel's ephemeral range (so
+no outgoing connection can take one between the pick and the bind) and
+held with a lock file for the life of the test process (so parallel test
+processes never pick the same one).
+
+HUBFIX_KEEP=1 keeps the temp directories (logs, registry, broker data) for
+a post-mortem.
 """
 
 import asyncio
 import base64
 import collections
+import fcntl
+import random
 import hashlib
 import json
 import os
@@ -58,6 +73,15 @@ HUB_DEVICE = os.environ.get("HUB_DEVICE", os.path.join(_BIN, "hub-device"))
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 KEEP = os.environ.get("HUBFIX_KEEP") == "1"
 
+# deadline multiplier: see the module docstring
+SLOW = float(os.environ.get("HUBFIX_SLOW", "4"))
+
+
+def T(seconds):
+    """A deadline of `seconds` on a quiet machine, scaled for a loaded one."""
+    return seconds * SLOW
+
+
 # ASan: leaks are reported (and fail the exit code), like in tools/test
 os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
 
@@ -70,7 +94,8 @@ def log(*a):
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     """Polls pred() until it returns a true value (returned) or raises
-    AssertionError after timeout seconds."""
+    AssertionError after T(timeout) seconds."""
+    timeout = T(timeout)
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -81,10 +106,40 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Ports below the ephemeral range (ip_local_port_range starts at 32768):
+# the kernel never hands these out for outgoing connections or bind(0).
+PORT_LO, PORT_HI = 20000, 32000
+_PORT_DIR = os.path.join(tempfile.gettempdir(), f"hubfix-ports-{os.getuid()}")
+_port_locks = {}  # port -> open lock file, held until the process exits
+
+
+def reserve_port():
+    """A loopback TCP port nobody listens on, reserved for this process:
+    a lock file (flock) keeps other hubfix processes off it, and the range
+    keeps the kernel's own picks off it."""
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    for _ in range(2000):
+        port = random.randint(PORT_LO, PORT_HI)
+        if port in _port_locks:
+            continue
+        f = open(os.path.join(_PORT_DIR, str(port)), "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                f.close()  # someone outside hubfix uses it
+                continue
+        _port_locks[port] = f
+        return port
+    raise AssertionError("no free port in the reserved range")
+
+
+free_port = reserve_port  # the old name
 
 
 def port_open(port, host="127.0.0.1"):
@@ -109,7 +164,7 @@ def tail(path, n=60):
 class Broker:
     """mosquitto on 127.0.0.1:port with persistence in dir."""
 
-    def __init__(self, tmp, port=None, autosave=None):
+    def __init__(self, tmp, port=None, autosave=None, autosave_on_changes=False):
         self.dir = os.path.join(tmp, "mosquitto")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -133,7 +188,12 @@ class Broker:
             "log_type notice",
             "log_type information",
         ]
-        if autosave is not None:
+        if autosave is not None and autosave_on_changes:
+            # save the in-memory db after every `autosave` changes (stored
+            # messages, subscriptions): with 1, what the broker PUBACKed is
+            # on disk before a kill -9, as far as mosquitto can promise it
+            lines += [f"autosave_interval {autosave}", "autosave_on_changes true"]
+        elif autosave is not None:
             # save the in-memory db every `autosave` seconds, so a kill -9
             # keeps (at least) subscriptions and sessions made before it
             lines += [f"autosave_interval {autosave}", "autosave_on_changes false"]
@@ -163,7 +223,7 @@ class Broker:
             return None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(T(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
@@ -205,7 +265,7 @@ def hubctl_run(db, broker_port, *args, timeout=30):
     if broker_port:
         cmd += ["--broker", f"tcp://127.0.0.1:{broker_port}"]
     cmd += [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, timeout=T(timeout))
 
 
 # ---- hubd ------------------------------------------------------------------
@@ -264,7 +324,7 @@ class Hub:
         when it does not answer."""
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as r:
+                    f"http://127.0.0.1:{self.http_port}{path}", timeout=T(timeout)) as r:
                 return r.status, dict(r.headers), r.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read().decode("utf-8", "replace")
@@ -284,7 +344,7 @@ class Hub:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(T(timeout))
         except subprocess.TimeoutExpired:
             self.kill9()
             raise AssertionError(f"hubd did not exit within {timeout}s of SIGTERM:\n"
@@ -299,7 +359,7 @@ class Hub:
         except ProcessLookupError:
             pass
         try:
-            return self.proc.wait(10)
+            return self.proc.wait(T(10))
         finally:
             # no worker may survive its supervisor
             def gone():
@@ -349,7 +409,7 @@ class _Loop:
 
     def run(self, coro, timeout=30):
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
+        return fut.result(T(timeout))
 
 
 _loop = None
@@ -405,13 +465,13 @@ class WS:
         kw.setdefault("max_size", 2**24)
         # websockets answers the hub's pings by itself; it sends none
         kw.setdefault("ping_interval", None)
-        kw.setdefault("close_timeout", 5)
+        kw.setdefault("close_timeout", T(5))
 
         async def go():
             ws = await websockets.connect(
                 url, ssl=insecure_ssl(),
                 subprotocols=list(subprotocols) if subprotocols else None,
-                extra_headers=headers, open_timeout=timeout, **kw)
+                extra_headers=headers, open_timeout=T(timeout), **kw)
             c = cls(ws)
             c.reader = asyncio.ensure_future(c._read())
             return c
@@ -459,6 +519,7 @@ class WS:
     # receiving
     def wait_for(self, pred, timeout=10, what="message"):
         """The first collected message (not only new ones) matching pred."""
+        timeout = T(timeout)
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -498,6 +559,7 @@ class WS:
 
     def wait_closed(self, timeout=10):
         """The close code the hub sent (None: the connection just died)."""
+        timeout = T(timeout)
         deadline = time.monotonic() + timeout
         with self.cond:
             while not self.closed:
@@ -568,7 +630,7 @@ class RawWS:
     the test says (never answers pings by itself)."""
 
     def __init__(self, port, path, token=None, subprotocol="hub.v1", timeout=10):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=T(timeout))
         self.s = insecure_ssl().wrap_socket(raw, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         req = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
@@ -646,6 +708,7 @@ class RawWS:
     def wait_close(self, timeout=10):
         """Reads until the hub's close frame (returns its code) or EOF
         (returns None). Pings are counted and NOT answered."""
+        timeout = T(timeout)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -730,7 +793,7 @@ class Mqtt:
                        clean_start=self.clean_start, properties=self.props)
         self.c.loop_start()
         with self.cond:
-            if not self.cond.wait_for(lambda: self.connects > 0, timeout):
+            if not self.cond.wait_for(lambda: self.connects > 0, T(timeout)):
                 raise AssertionError("MQTT client did not connect")
         return self
 
@@ -741,7 +804,7 @@ class Mqtt:
             n = self.subacks
         self.c.subscribe(topic, options=opts)
         with self.cond:
-            if not self.cond.wait_for(lambda: self.subacks > n, timeout):
+            if not self.cond.wait_for(lambda: self.subacks > n, T(timeout)):
                 raise AssertionError(f"no SUBACK for {topic}")
         return self
 
@@ -751,11 +814,14 @@ class Mqtt:
             props = Properties(PacketTypes.PUBLISH)
             props.MessageExpiryInterval = expiry
         info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        info.wait_for_publish(timeout)
+        info.wait_for_publish(T(timeout))
+        if not info.is_published():
+            raise AssertionError(f"publish to {topic} not acknowledged in {T(timeout)}s")
         return info
 
     def wait_for(self, pred, timeout=10, what="MQTT message"):
         with self.cond:
+            timeout = T(timeout)
             ok = self.cond.wait_for(lambda: any(pred(m) for m in self.msgs), timeout)
             if not ok:
                 raise AssertionError(
@@ -764,6 +830,7 @@ class Mqtt:
             return next(m for m in self.msgs if pred(m))
 
     def wait_count(self, pred, n, timeout=10, what="MQTT messages"):
+        timeout = T(timeout)
         with self.cond:
             ok = self.cond.wait_for(lambda: sum(1 for m in self.msgs if pred(m)) >= n,
                                     timeout)
@@ -796,16 +863,21 @@ def status_msgs(sub, device, prefix="devices"):
     return out
 
 
-def retained(port, topic, timeout=2.0, settle=0.5):
+def retained(port, topic, timeout=10.0):
     """The retained messages on topic (a filter) as seen by a fresh
-    subscriber: waits `settle` s after the SUBACK for them (retained
-    messages follow the SUBACK at once; an absent one cannot be waited
-    for)."""
+    subscriber. An absent retained message cannot be waited for, so a
+    barrier marks the end: the broker queues a subscription's retained
+    messages when it handles the SUBSCRIBE, and a later PUBLISH of the
+    same client to itself is queued behind them; once that marker
+    arrives, every retained message has."""
     c = Mqtt(port).connect()
+    marker = f"hubfix/barrier/{os.getpid()}/{random.getrandbits(64):x}"
     try:
         c.subscribe(topic, qos=1)
-        time.sleep(settle)
-        return [m for m in c.find(lambda m: m.retain)]
+        c.subscribe(marker, qos=1)
+        c.publish(marker, b"end", qos=1, timeout=timeout)
+        c.wait_for(lambda m: m.topic == marker, timeout, what="the barrier marker")
+        return [m for m in c.find(lambda m: m.retain and m.topic != marker)]
     finally:
         c.close()
 
@@ -829,6 +901,7 @@ class HubTest(unittest.TestCase):
     and clients; tearDown stops everything that was started."""
 
     broker_autosave = None
+    broker_autosave_on_changes = False
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="hubit-")
@@ -837,7 +910,8 @@ class HubTest(unittest.TestCase):
         self.clients = []
         self.mqtts = []
         self.procs = []
-        self.broker = Broker(self.tmp, autosave=self.broker_autosave).start()
+        self.broker = Broker(self.tmp, autosave=self.broker_autosave,
+                             autosave_on_changes=self.broker_autosave_on_changes).start()
         self.cert, self.key = make_cert(self.tmp)
         self.db = os.path.join(self.tmp, "registry.db")
 

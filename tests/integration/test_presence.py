@@ -93,7 +93,8 @@ class TestPresence(hubfix.HubTest):
         code = c.wait_closed(5)
         dt = time.monotonic() - t0
         self.assertEqual(code, 4003)
-        self.assertLess(dt, 3.0, f"disable took {dt:.2f}s to reach the live session")
+        # ~2 s on a quiet machine (the registry is polled once a second)
+        self.assertLess(dt, hubfix.T(3.0), f"disable took {dt:.2f}s to reach the live session")
         off = self.wait_status(sub, "dev1", lambda s: not s["online"])
         self.assertEqual(off["reason"], "disabled")
         ev = self.events(device="dev1")
@@ -123,7 +124,7 @@ class TestPresence(hubfix.HubTest):
         new = self.hubctl("device", "rotate-token", "dev1").stdout.decode().strip()
         self.assertTrue(new and new != self.tok["dev1"])
         self.assertEqual(c.wait_closed(5), 1008)
-        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertLess(time.monotonic() - t0, hubfix.T(3.0))
         off = self.wait_status(sub, "dev1", lambda s: not s["online"])
         self.assertIn(off["reason"], ("disabled", "closed", "kicked"), off)
         # the old token is refused, the new one works
@@ -134,7 +135,9 @@ class TestPresence(hubfix.HubTest):
         c.wait_op("pong", 5)
 
     def test_idle_timeout(self):
-        hub = self.start_hub(extra=["--heartbeat", 1, "--idle-timeout", 3])
+        # idle 5 s: a client that answers pings stays even when a loaded
+        # machine delays its pongs by seconds
+        hub = self.start_hub(extra=["--heartbeat", 1, "--idle-timeout", 5])
         sub = self.mqtt("devices/+/status")
         # a normal client answers the hub's pings (websockets does) and stays
         good = self.connect(hub, "dev2", self.tok["dev2"])
@@ -144,23 +147,23 @@ class TestPresence(hubfix.HubTest):
             t0 = time.monotonic()
             self.wait_status(sub, "dev1", lambda s: s["online"])
             try:
-                code = r.wait_close(12)
+                code = r.wait_close(15)
             except AssertionError:
-                self.fail("a silent client was not closed within 12 s with --heartbeat 1 "
-                          f"--idle-timeout 3; WebSocket pings it got: {r.pings}")
+                self.fail("a silent client was not closed in time with --heartbeat 1 "
+                          f"--idle-timeout 5; WebSocket pings it got: {r.pings}")
             dt = time.monotonic() - t0
         finally:
             r.close()
         self.assertGreaterEqual(r.pings, 1, "the hub sent no WebSocket ping")
-        self.assertGreaterEqual(dt, 2.0, f"closed after {dt:.1f}s, before the idle timeout")
-        self.assertLess(dt, 8.0, f"closed only after {dt:.1f}s")
+        self.assertGreaterEqual(dt, 4.0, f"closed after {dt:.1f}s, before the idle timeout")
+        self.assertLess(dt, 5.0 + hubfix.T(3.0), f"closed only after {dt:.1f}s")
         self.assertIn(code, (None, 1001, 1006, 1000, 1008), code)
         off = self.wait_status(sub, "dev1", lambda s: not s["online"])
         self.assertEqual(off["reason"], "timeout")
         ev = self.events(device="dev1")
         self.assertEqual((ev[0]["kind"], ev[0]["reason"]), ("offline", "timeout"), ev)
         # the answering client is still there well past the idle timeout
-        deadline = t0 + 6.0
+        deadline = t0 + 7.0
         while time.monotonic() < deadline:
             self.assertTrue(good.is_open(), "a client answering pings was closed")
             time.sleep(0.2)

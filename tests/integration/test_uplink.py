@@ -87,8 +87,9 @@ class TestUplink(hubfix.HubTest):
                     and m.get("op") == "ack")
         m = sub.wait_for(lambda m: m.props.get("id") == "4242", 5)
         self.assertEqual(json.loads(m.payload), {"frozen": 1})
-        # the broker forwards to subscribers before it PUBACKs the hub
-        self.assertLessEqual(m.t, t_ack + 0.25)
+        # the broker forwards to subscribers before it PUBACKs the hub; the
+        # two clients run on different threads here, so only a loose bound
+        self.assertLessEqual(m.t, t_ack + hubfix.T(1.0))
 
     def test_binary_frames(self):
         hub = self.start_hub()
@@ -167,18 +168,31 @@ class TestUplink(hubfix.HubTest):
         hub = self.start_hub(extra=["--rate", 5])
         sub = self.mqtt("devices/dev1/telemetry")
         c = self.dev(hub)
-        for i in range(50):
-            c.pub({"i": i}, qos=1, id=i + 1)
+        frames = [json.dumps({"op": "pub", "topic": "telemetry", "payload": {"i": i},
+                              "qos": 1, "id": i + 1}) for i in range(50)]
+
+        async def burst():
+            for f in frames:
+                await c.ws.send(f)
+        # the window in which the hub can have taken the 50 frames: from
+        # before the first is sent until the last answer is in
+        t0 = time.monotonic()
+        hubfix.aloop().run(burst())
         c.wait_for(lambda m: len(c.ops("ack")) + len(c.ops("err")) >= 50, 10,
                    what="an answer for each of 50 QoS 1 frames")
+        window = time.monotonic() - t0
         errs = [e for e in c.ops("err") if e["code"] == "rate_limited"]
         self.assertEqual(len(errs), len(c.ops("err")), c.ops("err"))
         for e in errs:
             self.assertIn("id", e, f"rate_limited err of a QoS 1 frame without its id: {e}")
         acks = c.ops("ack")
-        self.assertGreaterEqual(len(errs), 30, f"acks={len(acks)}")
+        # rate 5/s, burst 5: at most 5 + 5 per second of that window pass
+        # (on a loaded machine the window is longer, the bound with it)
+        most = 5 + int(5 * window) + 1
         self.assertGreaterEqual(len(acks), 1)
-        self.assertLessEqual(len(acks), 15, "rate 5/s, burst 5: far too many passed")
+        self.assertLessEqual(len(acks), most,
+                             f"rate 5/s, burst 5: far too many passed in {window:.1f}s")
+        self.assertGreaterEqual(len(errs), 50 - most, f"acks={len(acks)}")
         self.assertEqual(sorted([a["id"] for a in acks] + [e["id"] for e in errs]),
                          list(range(1, 51)))
         # what passed is on the broker, what was refused is not

@@ -34,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,23 @@
 #define MOSQUITTO "/usr/sbin/mosquitto"
 
 /* ---- clocks and waking ---------------------------------------------- */
+
+/*
+ * A deadline of ms on a quiet machine, scaled for a loaded one (an ASan
+ * build on a busy 2-core box is many times slower): HUBFIX_SLOW, default
+ * 4, as in the integration tests. Deadlines bound waits for conditions;
+ * reaching the condition early costs nothing.
+ */
+static int
+T(int ms)
+{
+	const char *e = getenv("HUBFIX_SLOW");
+	double f = e ? strtod(e, NULL) : 4.0;
+
+	if (!(f >= 1.0 && f <= 100.0))
+		f = 4.0;
+	return (int)(ms * f);
+}
 
 static uint64_t
 ms_now(void)
@@ -143,22 +162,51 @@ struct broker {
 	pid_t pid;
 };
 
+/*
+ * A loopback port for the broker, below the kernel's ephemeral range
+ * (32768 up): no outgoing connection can take it between the pick and
+ * mosquitto's bind, nor while the broker is down for a restart on the same
+ * port (a Paho reconnect to a closed local port can otherwise connect to
+ * itself). A lock file, shared with the integration tests' hubfix.py,
+ * keeps other test processes off it; the fd stays open until exit.
+ */
 static int
 free_port(void)
 {
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+	char dir[64], path[96];
+	int tries;
 
-	assert_true(fd >= 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
+	snprintf(dir, sizeof(dir), "/tmp/hubfix-ports-%u", (unsigned)getuid());
+	mkdir(dir, 0700);
+	srand((unsigned)(getpid() ^ ms_now()));
+	for (tries = 0; tries < 2000; tries++) {
+		int port = 20000 + rand() % 12001, lock, fd;
+		struct sockaddr_in a;
+
+		snprintf(path, sizeof(path), "%s/%d", dir, port);
+		lock = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (lock < 0)
+			continue;
+		if (flock(lock, LOCK_EX | LOCK_NB)) {
+			close(lock);
+			continue;
+		}
+		fd = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(fd >= 0);
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_port = htons((uint16_t)port);
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a))) {
+			close(fd);
+			close(lock);
+			continue;
+		}
+		close(fd);
+		return port; /* lock held until the process exits */
+	}
+	fail_msg("no free port in 20000..32000");
+	return -1;
 }
 
 static int
@@ -179,7 +227,7 @@ port_open(int port)
 static void
 broker_start(struct broker *br)
 {
-	uint64_t deadline = ms_now() + 10000;
+	uint64_t deadline = ms_now() + T(10000);
 	char log[96];
 
 	snprintf(log, sizeof(log), "%s/mosquitto.log", br->dir);
@@ -424,7 +472,7 @@ watcher_start(struct watcher *w, const struct broker *br, const char *filter)
 	cn.onSuccess5 = w_conn_ok;
 	cn.context = w;
 	assert_int_equal(MQTTAsync_connect(w->cli, &cn), MQTTASYNC_SUCCESS);
-	assert_true(w_wait_flag(w, &w->connected, 1, 5000));
+	assert_true(w_wait_flag(w, &w->connected, 1, T(5000)));
 	if (!filter)
 		return;
 	ro.onSuccess5 = w_sub_ok;
@@ -432,7 +480,7 @@ watcher_start(struct watcher *w, const struct broker *br, const char *filter)
 	ro.subscribeOptions.retainAsPublished = 1;
 	assert_int_equal(MQTTAsync_subscribe(w->cli, filter, 1, &ro),
 			 MQTTASYNC_SUCCESS);
-	assert_true(w_wait_flag(w, &w->subscribed, 1, 5000));
+	assert_true(w_wait_flag(w, &w->subscribed, 1, T(5000)));
 }
 
 /* Publishes and waits until the broker has it (QoS 1 PUBACK). */
@@ -449,7 +497,7 @@ w_publish(struct watcher *w, const char *topic, const char *payload,
 	m.retained = retained;
 	assert_int_equal(MQTTAsync_sendMessage(w->cli, topic, &m, &ro),
 			 MQTTASYNC_SUCCESS);
-	assert_int_equal(MQTTAsync_waitForCompletion(w->cli, ro.token, 5000),
+	assert_int_equal(MQTTAsync_waitForCompletion(w->cli, ro.token, T(5000)),
 			 MQTTASYNC_SUCCESS);
 }
 
@@ -491,7 +539,7 @@ bridge_up(const struct broker *br, struct waker *wk, const char *client_id,
 		print_error("bridge_new: %s\n", err);
 	assert_non_null(b);
 	assert_int_equal(bridge_start(b), HUB_OK);
-	e = wait_ev(b, wk, BRIDGE_EV_LINK, 10000);
+	e = wait_ev(b, wk, BRIDGE_EV_LINK, T(10000));
 	assert_non_null(e);
 	assert_int_equal(e->up, 1);
 	bridge_ev_free(e);
@@ -550,19 +598,19 @@ test_pub_ack_and_mapping(void **state)
 
 	/* the node is online, retained */
 	assert_true(
-	    w_wait_msg(&w, "hub/nodes/hub1/status", "online", &r, 5000));
+	    w_wait_msg(&w, "hub/nodes/hub1/status", "online", &r, T(5000)));
 	assert_int_equal(r.retained, 1);
 
 	submit_ok(
 	    b, dev_pub("d1", "telemetry", "{\"t\":21.5}", 1, 42, 7, "s-123"));
-	e = wait_ev(b, &wk, BRIDGE_EV_ACK, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_ACK, T(5000));
 	assert_non_null(e);
 	assert_int_equal(e->sess, 42);
 	assert_int_equal(e->msg_id, 7);
 	assert_string_equal(e->device, "d1");
 	bridge_ev_free(e);
 
-	assert_true(w_wait_msg(&w, "devices/d1/telemetry", NULL, &r, 5000));
+	assert_true(w_wait_msg(&w, "devices/d1/telemetry", NULL, &r, T(5000)));
 	assert_string_equal(r.payload, "{\"t\":21.5}");
 	assert_int_equal(r.qos, 1);
 	assert_int_equal(r.retained, 0);
@@ -572,7 +620,7 @@ test_pub_ack_and_mapping(void **state)
 
 	/* QoS 0: session property, no id */
 	submit_ok(b, dev_pub("d1", "a/b", "raw text", 0, 42, 0, "s-123"));
-	assert_true(w_wait_msg(&w, "devices/d1/a/b", NULL, &r, 5000));
+	assert_true(w_wait_msg(&w, "devices/d1/a/b", NULL, &r, T(5000)));
 	assert_string_equal(r.payload, "raw text");
 	assert_string_equal(r.session, "s-123");
 	assert_false(r.has_id);
@@ -580,7 +628,7 @@ test_pub_ack_and_mapping(void **state)
 	/* status: retained QoS 1 on prefix/device/status */
 	m = bridge_msg_new(BRIDGE_STATUS, "d1", NULL, "{\"online\":true}", 15);
 	submit_ok(b, m);
-	assert_true(w_wait_msg(&w, "devices/d1/status", NULL, &r, 5000));
+	assert_true(w_wait_msg(&w, "devices/d1/status", NULL, &r, T(5000)));
 	assert_string_equal(r.payload, "{\"online\":true}");
 	assert_int_equal(r.retained, 1);
 	assert_int_equal(r.qos, 1);
@@ -590,7 +638,7 @@ test_pub_ack_and_mapping(void **state)
 	m = bridge_msg_new(BRIDGE_ANNOUNCE, "d1", NULL, "{\"session\":\"s\"}",
 			   15);
 	submit_ok(b, m);
-	assert_true(w_wait_msg(&w, "hub/sessions/d1", NULL, &r, 5000));
+	assert_true(w_wait_msg(&w, "hub/sessions/d1", NULL, &r, T(5000)));
 	assert_int_equal(r.retained, 1);
 
 	bridge_get_stats(b, &st);
@@ -599,9 +647,9 @@ test_pub_ack_and_mapping(void **state)
 	assert_int_equal(st.dropped_qos0, 0);
 
 	/* stop: drained, then the node says offline */
-	assert_int_equal(bridge_stop(b, 5000), HUB_OK);
+	assert_int_equal(bridge_stop(b, T(5000)), HUB_OK);
 	assert_true(
-	    w_wait_msg(&w, "hub/nodes/hub1/status", "offline", &r, 5000));
+	    w_wait_msg(&w, "hub/nodes/hub1/status", "offline", &r, T(5000)));
 	assert_int_equal(r.retained, 1);
 	assert_false(bridge_connected(b));
 	assert_int_equal(
@@ -633,7 +681,7 @@ test_commands(void **state)
 	/* an offline command waits, retained, before the device comes */
 	w_publish(&w, "devices/d2/cmd/offline", "{\"do\":1}", 1);
 	submit_kind(b, BRIDGE_SUB, "d2");
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->device, "d2");
 	assert_string_equal(e->topic, "cmd/offline");
@@ -646,7 +694,7 @@ test_commands(void **state)
 
 	/* live, not retained */
 	w_publish(&w, "devices/d2/cmd/live", "go", 0);
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->topic, "cmd/live");
 	assert_int_equal(e->retained, 0);
@@ -654,7 +702,7 @@ test_commands(void **state)
 
 	/* live and retained: retain-as-published keeps the flag */
 	w_publish(&w, "devices/d2/cmd/live2", "x", 1);
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->topic, "cmd/live2");
 	assert_int_equal(e->retained, 1);
@@ -663,13 +711,13 @@ test_commands(void **state)
 	/* the device acked the offline command: clear it (no echo to us) */
 	m = bridge_msg_new(BRIDGE_CLEAR, "d2", "cmd/offline", NULL, 0);
 	submit_ok(b, m);
-	assert_true(w_wait_msg(&w, "devices/d2/cmd/offline", "", &r, 5000));
+	assert_true(w_wait_msg(&w, "devices/d2/cmd/offline", "", &r, T(5000)));
 	assert_int_equal(r.len, 0);
 	assert_int_equal(r.retained, 1);
 
 	/* a session announcement from another worker */
 	w_publish(&w, "hub/sessions/d2", "{\"session\":\"other\"}", 0);
-	e = wait_ev(b, &wk, BRIDGE_EV_SESSION, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_SESSION, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->device, "d2");
 	assert_memory_equal(e->payload, "{\"session\":\"other\"}", 19);
@@ -680,20 +728,20 @@ test_commands(void **state)
 	w_publish(&w, "devices/d3/cmd/hello", "3", 1);
 	submit_kind(b, BRIDGE_UNSUB, "d2");
 	submit_kind(b, BRIDGE_SUB, "d3");
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->device, "d3");
 	assert_int_equal(e->retained, 1);
 	bridge_ev_free(e);
 	w_publish(&w, "devices/d2/cmd/late", "no", 0);
 	w_publish(&w, "devices/d3/cmd/after", "yes", 0);
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->device, "d3"); /* d2's never came */
 	assert_string_equal(e->topic, "cmd/after");
 	bridge_ev_free(e);
 
-	assert_int_equal(bridge_stop(b, 2000), HUB_OK);
+	assert_int_equal(bridge_stop(b, T(2000)), HUB_OK);
 	bridge_free(b);
 	/* clean the retained messages of this broker run */
 	w_publish(&w, "devices/d2/cmd/live2", "", 1);
@@ -728,7 +776,7 @@ test_kill9_resend(void **state)
 		snprintf(p, sizeof(p), "{\"n\":%d}", i);
 		submit_ok(b, dev_pub("dk", "seq", p, 1, 9, (uint32_t)i, "sk"));
 	}
-	deadline = ms_now() + 60000;
+	deadline = ms_now() + T(60000);
 	while (acked < KILL_N && ms_now() < deadline) {
 		struct bridge_ev *e;
 
@@ -783,7 +831,7 @@ test_kill9_resend(void **state)
 	assert_int_equal(st.pending, 0);
 	assert_true(st.connects >= 2);
 
-	assert_int_equal(bridge_stop(b, 5000), HUB_OK);
+	assert_int_equal(bridge_stop(b, T(5000)), HUB_OK);
 	bridge_free(b);
 	waker_destroy(&wk);
 	broker_free(&br);
@@ -805,7 +853,7 @@ test_stop_while_down(void **state)
 	waker_init(&wk);
 	b = bridge_up(&br, &wk, "hub1-w4", 5, 0, 10, 10);
 	broker_kill(&br);
-	e = wait_ev(b, &wk, BRIDGE_EV_LINK, 10000);
+	e = wait_ev(b, &wk, BRIDGE_EV_LINK, T(10000));
 	assert_non_null(e);
 	assert_int_equal(e->up, 0);
 	bridge_ev_free(e);
@@ -821,7 +869,7 @@ test_stop_while_down(void **state)
 
 	t0 = ms_now();
 	assert_int_equal(bridge_stop(b, 300), HUB_ERR_BUSY);
-	assert_true(ms_now() - t0 < 3000);
+	assert_true(ms_now() - t0 < (uint64_t)T(3000));
 	bridge_free(b); /* frees the unsent message */
 	waker_destroy(&wk);
 	broker_free(&br);
@@ -843,23 +891,23 @@ test_mqtt3(void **state)
 	b = bridge_up(&br, &wk, "hub1-w3", 3, 1, 100, 50);
 
 	submit_ok(b, dev_pub("d4", "telemetry", "1", 1, 5, 11, "s4"));
-	e = wait_ev(b, &wk, BRIDGE_EV_ACK, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_ACK, T(5000));
 	assert_non_null(e);
 	assert_int_equal(e->msg_id, 11);
 	bridge_ev_free(e);
-	assert_true(w_wait_msg(&w, "devices/d4/telemetry", NULL, &r, 5000));
+	assert_true(w_wait_msg(&w, "devices/d4/telemetry", NULL, &r, T(5000)));
 	assert_string_equal(r.payload, "1");
 	assert_false(r.has_id); /* no properties in MQTT 3 */
 
 	w_publish(&w, "devices/d4/cmd/x", "y", 1);
 	submit_kind(b, BRIDGE_SUB, "d4");
-	e = wait_ev(b, &wk, BRIDGE_EV_CMD, 5000);
+	e = wait_ev(b, &wk, BRIDGE_EV_CMD, T(5000));
 	assert_non_null(e);
 	assert_string_equal(e->topic, "cmd/x");
 	assert_int_equal(e->retained, 1);
 	bridge_ev_free(e);
 
-	assert_int_equal(bridge_stop(b, 2000), HUB_OK);
+	assert_int_equal(bridge_stop(b, T(2000)), HUB_OK);
 	bridge_free(b);
 	w_publish(&w, "devices/d4/cmd/x", "", 1);
 	watcher_stop(&w);
