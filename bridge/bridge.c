@@ -421,8 +421,8 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 
 	if (topic_len > 0 && strlen(topic) != (size_t)topic_len)
 		goto consumed; /* a NUL inside the topic: not ours */
-	if (bridge_topic_down(b->prefix, topic, device, sizeof(device), &rel,
-			      &is_session) != HUB_OK)
+	if (proto_topic_down(b->prefix, topic, device, sizeof(device), &rel,
+			     &is_session) != HUB_OK)
 		goto consumed;
 	/* a retained zero-length publish deletes a retained command (another
 	 * worker clearing an acked offline command): never a command. MQTT 3
@@ -434,7 +434,7 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 	 * topic we cannot publish would never happen), and a command larger
 	 * than a session's queue could never be delivered: drop both here,
 	 * before anything is copied or parsed on the service thread */
-	if (!is_session && (!bridge_topic_valid(rel, strlen(rel)) ||
+	if (!is_session && (!proto_topic_valid(rel, strlen(rel)) ||
 			    (size_t)msg->payloadlen > b->max_cmd)) {
 		atomic_fetch_add(&b->st_cmds_dropped, 1);
 		goto consumed;
@@ -742,16 +742,16 @@ send_one(struct bridge *b, struct bridge_msg *m, int slot)
 	switch (m->kind) {
 	case BRIDGE_PUB:
 	case BRIDGE_CLEAR:
-		rc = bridge_topic_up(b->prefix, m->device, m->topic, topic,
-				     sizeof(topic));
+		rc = proto_topic_up(b->prefix, m->device, m->topic, topic,
+				    sizeof(topic));
 		break;
 	case BRIDGE_STATUS:
-		rc = bridge_topic_up(b->prefix, m->device, "status", topic,
-				     sizeof(topic));
+		rc = proto_topic_up(b->prefix, m->device, "status", topic,
+				    sizeof(topic));
 		break;
 	case BRIDGE_ANNOUNCE:
-		rc = bridge_topic_up("hub", "sessions", m->device, topic,
-				     sizeof(topic));
+		rc = proto_topic_up("hub", "sessions", m->device, topic,
+				    sizeof(topic));
 		break;
 	default:
 		t = m->topic;
@@ -1125,7 +1125,7 @@ name_ok(const char *s, int allow_slash)
 {
 	size_t n = s ? strlen(s) : 0;
 
-	if (!bridge_topic_valid(s, n))
+	if (!proto_topic_valid(s, n))
 		return 0;
 	return allow_slash || !strchr(s, '/');
 }
@@ -1269,8 +1269,9 @@ bridge_submit(struct bridge *b, struct bridge_msg *m)
 	switch (m->kind) {
 	case BRIDGE_PUB:
 	case BRIDGE_CLEAR:
-		if (!m->topic || !hub_id_valid(m->device, strlen(m->device)) ||
-		    !bridge_topic_valid(m->topic, strlen(m->topic)))
+		if (!m->topic ||
+		    !proto_id_valid(m->device, strlen(m->device)) ||
+		    !proto_topic_valid(m->topic, strlen(m->topic)))
 			return HUB_ERR_INVAL;
 		if (m->kind == BRIDGE_CLEAR) {
 			m->qos = 1;
@@ -1282,7 +1283,7 @@ bridge_submit(struct bridge *b, struct bridge_msg *m)
 	case BRIDGE_ANNOUNCE:
 	case BRIDGE_SUB:
 	case BRIDGE_UNSUB:
-		if (!hub_id_valid(m->device, strlen(m->device)))
+		if (!proto_id_valid(m->device, strlen(m->device)))
 			return HUB_ERR_INVAL;
 		m->qos = 1;
 		/* announcements are retained too: a worker whose bridge was

@@ -35,8 +35,7 @@
 
 #include "hub_err.h"
 #include "hub_util.h"
-
-#define BRIDGE_TOPIC_MAX 256 /* device-relative topic, bytes */
+#include "proto.h"
 
 struct bridge;
 
@@ -165,38 +164,5 @@ void bridge_get_stats(struct bridge *b, struct bridge_stats *out);
 int bridge_stop(struct bridge *b, int timeout_ms);
 /* After bridge_stop. Accepts NULL. */
 void bridge_free(struct bridge *b);
-
-/* ---- topic rules and mapping (bridge_topic.c, pure) ---------------- */
-
-/*
- * 1 if t[0..len) is an acceptable device-relative topic: 1..256 bytes,
- * valid UTF-8, no control characters, no '+' or '#', no leading '$' or
- * '/', no empty level (no "//", no trailing '/').
- */
-int bridge_topic_valid(const char *t, size_t len);
-/* "<prefix>/<device>/<rel>" into out; HUB_ERR_TOOBIG if it does not fit. */
-int bridge_topic_up(const char *prefix, const char *device, const char *rel,
-		    char *out, size_t outlen);
-/*
- * Splits an incoming "<prefix>/<device>/cmd/..." into device and the
- * relative topic ("cmd/..."); or "hub/sessions/<device>" into device with
- * *is_session = 1 and *rel = "". HUB_ERR_INVAL for anything else,
- * HUB_ERR_TOOBIG if the device id does not fit in devlen.
- */
-int bridge_topic_down(const char *prefix, const char *topic, char *device,
-		      size_t devlen, const char **rel, int *is_session);
-
-/* ---- payload mapping (bridge_payload.c, pure) ----------------------- */
-
-/* 1 if s[0..len) is valid UTF-8 (no overlongs, no surrogates). */
-int bridge_utf8_valid(const void *s, size_t len);
-/*
- * Downlink mapping, the mirror of the uplink: classifies an MQTT payload.
- * BRIDGE_PL_JSON: the bytes are one valid JSON value (sent as that value);
- * BRIDGE_PL_TEXT: other valid UTF-8 (sent as a JSON string);
- * BRIDGE_PL_BINARY: anything else (sent as a binary frame).
- */
-enum bridge_pl { BRIDGE_PL_JSON, BRIDGE_PL_TEXT, BRIDGE_PL_BINARY };
-enum bridge_pl bridge_payload_kind(const void *p, size_t len);
 
 #endif

@@ -35,7 +35,7 @@
 
 /* Topic buffer: prefix + '/' + id + '/' + device topic + NUL. */
 #define BRIDGE_FULL_TOPIC_MAX                                                  \
-	(BRIDGE_PREFIX_MAX + 1 + HUB_ID_MAX + 1 + BRIDGE_TOPIC_MAX + 1)
+	(BRIDGE_PREFIX_MAX + 1 + HUB_ID_MAX + 1 + PROTO_TOPIC_MAX + 1)
 
 /* m->state: which send slot holds it (0: none) and flags. */
 #define BRIDGE_ST_SLOT_MASK 0x00ffffff
@@ -191,10 +191,5 @@ int bridge__uri_parse(const char *uri, char *host, size_t hostlen,
  * sockets were set, or a negative hub_err.
  */
 int bridge__set_nodelay(const char *uri);
-
-/* ---- payload (bridge_payload.c) ---- */
-/* 1 if s[0..len) is exactly one strict RFC 8259 JSON value (with
- * surrounding whitespace). Pure. */
-int bridge__json_valid(const char *s, size_t len);
 
 #endif

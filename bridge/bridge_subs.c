@@ -166,8 +166,8 @@ send_ids(struct bridge *b, int kind, char (*ids)[HUB_ID_MAX + 1], size_t n)
 	for (i = 0; i < n; i++) {
 		MQTTSubscribe_options o = MQTTSubscribe_options_initializer;
 
-		if (bridge_topic_up(b->prefix, ids[i], "cmd/#", buf[count],
-				    SUB_TOPIC_MAX) != HUB_OK)
+		if (proto_topic_up(b->prefix, ids[i], "cmd/#", buf[count],
+				   SUB_TOPIC_MAX) != HUB_OK)
 			continue;
 		topics[count] = buf[count];
 		topics[count + 1] = buf[count + 1];

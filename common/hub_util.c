@@ -31,22 +31,6 @@ hub_hash_str(const char *s)
 	return h;
 }
 
-int
-hub_id_valid(const char *s, size_t len)
-{
-	size_t i;
-
-	if (!s || len < 1 || len > HUB_ID_MAX)
-		return 0;
-	for (i = 0; i < len; i++) {
-		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 void
 hub_bucket_init(struct hub_bucket *b, uint32_t rate, uint32_t now_ms)
 {

@@ -1,7 +1,7 @@
 /*
  * hub_util.h - small pure helpers shared by every module: clocks, the
- * per-device token bucket, exponential backoff with full jitter, and
- * device-id syntax. No I/O, no state: unit-tested in tests/unit/test_common.c.
+ * per-device token bucket, exponential backoff with full jitter. No I/O, no
+ * state: unit-tested in tests/unit/test_common.c.
  */
 #ifndef HUB_UTIL_H
 #define HUB_UTIL_H
@@ -18,9 +18,6 @@ uint64_t hub_clock_mono_us(void);
 
 /* FNV-1a of a NUL-terminated string: the hash of our small tables. */
 uint32_t hub_hash_str(const char *s);
-
-/* 1 if s[0..len) is a valid device id. */
-int hub_id_valid(const char *s, size_t len);
 
 /*
  * Token bucket: rate tokens per second, burst = rate. 8 bytes per device.

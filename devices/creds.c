@@ -17,6 +17,7 @@
  * struct registry (hubd: the registry writer), then never written: any
  * number of threads may read it until registry_creds_free().
  */
+#include "proto.h"
 #include "registry_int.h"
 
 #include <stdlib.h>
@@ -157,7 +158,7 @@ registry_creds_load(struct registry *reg, struct registry_creds **out)
 		struct cred *e;
 
 		/* Ids are validated on insert; a hand-edited row is skipped. */
-		if (!id || !hub_id_valid(id, idlen))
+		if (!id || !proto_id_valid(id, idlen))
 			continue;
 		if (c->n >= UINT32_MAX - 1 || alen + idlen > UINT32_MAX ||
 		    grow((void **)&c->e, &ecap, c->n + 1, sizeof(*c->e)) ||

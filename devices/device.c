@@ -13,6 +13,7 @@
  * Callbacks run on it, while a statement is active: they must not call back
  * into the same struct registry.
  */
+#include "proto.h"
 #include "registry_int.h"
 
 #include <stdlib.h>
@@ -23,7 +24,7 @@
 static int
 id_ok(const char *id)
 {
-	return id && hub_id_valid(id, strnlen(id, HUB_ID_MAX + 1));
+	return id && proto_id_valid(id, strnlen(id, HUB_ID_MAX + 1));
 }
 
 /* Display names: bounded, no control characters (they end up in tables). */
@@ -156,7 +157,7 @@ registry_device_import(struct registry *reg, const char *text, size_t len,
 			trim(&name, &namelen);
 		}
 		trim(&ln, &idlen);
-		if (!hub_id_valid(ln, idlen) ||
+		if (!proto_id_valid(ln, idlen) ||
 		    (name && !name_ok(name, namelen))) {
 			err = registry__fail(reg, HUB_ERR_INVAL);
 			goto bad;

@@ -14,6 +14,7 @@
  * Threads: the calling thread owns the struct registry (registry.h); in
  * hubd that is the registry writer thread. Callbacks run on it.
  */
+#include "proto.h"
 #include "registry_int.h"
 
 #include <stdlib.h>
@@ -112,7 +113,7 @@ registry_session_open(struct registry *reg, const struct registry_session *ss,
 		*seq = 0;
 	if (!reg || !ss || !seq)
 		return HUB_ERR_INVAL;
-	if (!hub_id_valid(ss->device, strnlen(ss->device, HUB_ID_MAX + 1)) ||
+	if (!proto_id_valid(ss->device, strnlen(ss->device, HUB_ID_MAX + 1)) ||
 	    !ss->session[0] || !fits(ss->session, sizeof(ss->session)) ||
 	    !fits(ss->hub, sizeof(ss->hub)) ||
 	    !fits(ss->addr, sizeof(ss->addr)))
@@ -209,7 +210,8 @@ registry_auth_failed(struct registry *reg, const char *device, const char *addr,
 {
 	if (!reg)
 		return HUB_ERR_INVAL;
-	if (!device || !hub_id_valid(device, strnlen(device, HUB_ID_MAX + 1)) ||
+	if (!device ||
+	    !proto_id_valid(device, strnlen(device, HUB_ID_MAX + 1)) ||
 	    !reason_ok(reason) || !fits(addr, REGISTRY_ADDR_MAX) ||
 	    !fits(hub, REGISTRY_HUB_MAX + 1))
 		return registry__fail(reg, HUB_ERR_INVAL);
@@ -301,7 +303,7 @@ registry_events(struct registry *reg, const char *device, int limit,
 	if (limit <= 0)
 		limit = 100;
 	if (device) {
-		if (!hub_id_valid(device, strnlen(device, HUB_ID_MAX + 1)))
+		if (!proto_id_valid(device, strnlen(device, HUB_ID_MAX + 1)))
 			return registry__fail(reg, HUB_ERR_INVAL);
 		s = registry__stmt(reg, ST_EV_DEVICE);
 		sqlite3_bind_text(s, 1, device, -1, SQLITE_STATIC);

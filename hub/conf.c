@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "hub_err.h"
 #include "hub_util.h"
+#include "proto.h"
 
 #include <ini.h>
 
@@ -425,13 +426,15 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		snprintf(err, errlen, "--mqtt-version must be 3 or 5");
 		return HUB_ERR_INVAL;
 	}
-	if (!hub_id_valid(c->hub_id, strlen(c->hub_id))) {
+	if (!proto_id_valid(c->hub_id, strlen(c->hub_id))) {
 		snprintf(err, errlen,
 			 "--hub-id must match [A-Za-z0-9_-]{1,64}");
 		return HUB_ERR_INVAL;
 	}
-	if (!c->prefix[0] || strchr(c->prefix, '+') || strchr(c->prefix, '#')) {
-		snprintf(err, errlen, "--prefix must be a plain topic");
+	if (!proto_prefix_valid(c->prefix)) {
+		snprintf(err, errlen,
+			 "--prefix must be a plain topic outside the hub's "
+			 "own hub/, groups/ and fleet/");
 		return HUB_ERR_INVAL;
 	}
 	if (!c->no_tls)

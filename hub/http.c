@@ -35,6 +35,15 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 				 wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
 				 (const unsigned char *)"Bearer", 6, &p, end))
 		return -1;
+	/* RFC 6455 4.4: say which version and protocol to upgrade to */
+	if (status == 426 &&
+	    (lws_add_http_header_by_token(wsi, WSI_TOKEN_UPGRADE,
+					  (const unsigned char *)"websocket", 9,
+					  &p, end) ||
+	     lws_add_http_header_by_token(wsi, WSI_TOKEN_VERSION,
+					  (const unsigned char *)"13", 2, &p,
+					  end)))
+		return -1;
 	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
 					 (const unsigned char *)"no-store", 8,
 					 &p, end))

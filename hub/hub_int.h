@@ -39,7 +39,7 @@ struct outf {
 struct cmd_pending {
 	struct cmd_pending *next;
 	uint32_t id;
-	char topic[BRIDGE_TOPIC_MAX + 1]; /* "cmd/...", to clear once acked */
+	char topic[PROTO_TOPIC_MAX + 1]; /* "cmd/...", to clear once acked */
 };
 
 enum sess_state { SESS_NEW, SESS_LIVE, SESS_CLOSING };

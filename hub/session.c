@@ -16,7 +16,7 @@
  * calls from the same stack for the same wsi.
  */
 #include "hub_int.h"
-#include "frame.h"
+#include "proto.h"
 #include "hub_log.h"
 
 #include <cjson/cJSON.h>
@@ -131,7 +131,7 @@ sess_err(struct sess *s, int has_id, uint32_t id, const char *code,
 	 const char *msg)
 {
 	char buf[768];
-	size_t n = frame_err(buf, sizeof(buf), has_id, id, code, msg);
+	size_t n = proto_frame_err(buf, sizeof(buf), has_id, id, code, msg);
 
 	if (n)
 		sess_send(s, buf, n, 0);
@@ -206,23 +206,65 @@ log_auth_failure(struct worker *w, const char *device, const char *addr,
 	writer_submit(w->writer, &it);
 }
 
-/* 1 if the Sec-WebSocket-Protocol offer is absent or contains hub.v1. */
+/*
+ * The Sec-WebSocket-Protocol offer: HUB_OK if it is absent or offers
+ * hub.v1, with a "bearer.<token>" entry in *tok (browsers cannot set
+ * headers); HUB_ERR_INVAL otherwise. buf receives the header.
+ */
 static int
-subprotocol_ok(struct lws *wsi)
+subprotocols(struct lws *wsi, char *buf, size_t cap, const char **tok,
+	     size_t *toklen)
 {
-	char buf[256], *tok, *save = NULL;
-	int n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+	int n = lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_PROTOCOL), v1;
 
-	if (n <= 0)
-		return 1;
-	if (n >= (int)sizeof(buf) ||
-	    lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL) < 0)
-		return 0;
-	for (tok = strtok_r(buf, ", \t", &save); tok;
-	     tok = strtok_r(NULL, ", \t", &save))
-		if (!strcmp(tok, "hub.v1"))
-			return 1;
-	return 0;
+	*tok = NULL;
+	*toklen = 0;
+	if (n == 0)
+		return HUB_OK;
+	if (n < 0 || proto_subprotocols(buf, (size_t)n, &v1, tok, toklen) ||
+	    !v1)
+		return HUB_ERR_INVAL;
+	return HUB_OK;
+}
+
+/*
+ * The token, in the order of docs/protocol.md: Authorization: Bearer, the
+ * bearer.<token> subprotocol (already in *tok), ?token=. Every check runs
+ * over the length lws reports, so a NUL, CR or LF inside is a refusal
+ * (HUB_ERR_INVAL), never a shorter token that still matches. HUB_OK with
+ * *tok set, or HUB_ERR_NOTFOUND when none was offered.
+ */
+static int
+find_token(struct lws *wsi, char *auth, size_t authcap, char *arg,
+	   size_t argcap, const char **tok, size_t *toklen)
+{
+	const char *t;
+	size_t tl;
+	int n, i, rc;
+
+	n = lws_hdr_copy(wsi, auth, (int)authcap, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n < 0)
+		return HUB_ERR_INVAL; /* longer than any token we issue */
+	rc = n ? proto_cred_bearer(auth, (size_t)n, &t, &tl) : HUB_ERR_NOTFOUND;
+	if (rc == HUB_OK) {
+		*tok = t;
+		*toklen = tl;
+	}
+	if (rc != HUB_ERR_NOTFOUND || *tok)
+		return rc == HUB_ERR_NOTFOUND ? HUB_OK : rc;
+	for (i = 0;
+	     (n = lws_hdr_copy_fragment(wsi, arg, (int)argcap,
+					WSI_TOKEN_HTTP_URI_ARGS, i)) >= 0;
+	     i++) {
+		rc = proto_cred_urlarg(arg, (size_t)n, "token", &t, &tl);
+		if (rc == HUB_OK) {
+			*tok = t;
+			*toklen = tl;
+		}
+		if (rc != HUB_ERR_NOTFOUND)
+			return rc;
+	}
+	return HUB_ERR_NOTFOUND;
 }
 
 /*
@@ -255,20 +297,52 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 	return u.r.ns.len == (int)idlen && !memcmp(u.r.ns.name, id, idlen);
 }
 
+/*
+ * The request itself, before any credential (proto_upgrade_status): 0, or
+ * the status to refuse it with. Header copies are bounded; an oversized
+ * one reads as malformed.
+ */
+static int
+upgrade_status(struct lws *wsi, const char **why)
+{
+	char ver[16], key[32], wsv[8];
+	struct proto_upgrade u;
+	int n;
+
+	memset(&u, 0, sizeof(u));
+	n = lws_hdr_copy(wsi, ver, sizeof(ver), WSI_TOKEN_HTTP);
+	u.version = ver;
+	u.version_len = n > 0 ? (size_t)n : 0;
+	n = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+	u.host_len = n > 0 ? (size_t)n : 0;
+	n = lws_hdr_copy(wsi, key, sizeof(key), WSI_TOKEN_KEY);
+	u.key = key;
+	u.key_len = n > 0 ? (size_t)n : 0;
+	n = lws_hdr_copy(wsi, wsv, sizeof(wsv), WSI_TOKEN_VERSION);
+	u.wsversion = wsv;
+	u.wsversion_len = n > 0 ? (size_t)n : (size_t)(n < 0);
+	return proto_upgrade_status(&u, why);
+}
+
 static int
 on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 {
 	const struct conf *c = w->conf;
-	char uri[256], auth[512], arg[512], addr[REGISTRY_ADDR_MAX];
+	char uri[256], auth[PROTO_TOKEN_MAX + 16], arg[PROTO_TOKEN_MAX + 16];
+	char proto[PROTO_TOKEN_MAX + 64], addr[REGISTRY_ADDR_MAX];
 	const char *id, *token = NULL;
 	uint64_t now = mono_ms();
 	unsigned wait;
-	size_t idlen;
-	int n, rc, disabled = 0;
+	size_t idlen, toklen = 0;
+	const char *why;
+	int n, rc, st, disabled = 0;
 
 	memset(&w->pending, 0, sizeof(w->pending));
 	if (strcasecmp(up, "websocket"))
 		return refuse(w, wsi, 400, 0, "only websocket upgrades\n");
+	st = upgrade_status(wsi, &why);
+	if (st)
+		return refuse(w, wsi, st, 0, why);
 	if (w->draining) {
 		metrics_add(w->m, M_REFUSED_DRAINING, 1);
 		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
@@ -276,18 +350,16 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	}
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, sizeof(addr));
-	n = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI);
-	if (n <= 0 || n >= (int)sizeof(uri) ||
-	    lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0)
+	/* the id over the decoded path's full length: "%00" is a byte */
+	n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
+	rc = n > 0 ? proto_device_path(uri, (size_t)n, &id, &idlen)
+		   : HUB_ERR_NOTFOUND;
+	if (rc == HUB_ERR_NOTFOUND)
 		return refuse(w, wsi, 404, 0, "no such endpoint\n");
-	if (strncmp(uri, "/v1/devices/", 12))
-		return refuse(w, wsi, 404, 0, "no such endpoint\n");
-	id = uri + 12;
-	idlen = strlen(id);
-	if (!hub_id_valid(id, idlen))
+	if (rc != HUB_OK)
 		return refuse(w, wsi, 404, 0,
 			      "device ids are [A-Za-z0-9_-]{1,64}\n");
-	if (!subprotocol_ok(wsi))
+	if (subprotocols(wsi, proto, sizeof(proto), &token, &toklen))
 		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
 	wait = authlimit_blocked(w->authlimit, addr, now);
 	if (wait) {
@@ -309,25 +381,16 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 		rc = disabled ? HUB_ERR_DISABLED : HUB_OK;
 		goto checked;
 	}
-	n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n > 0 && n < (int)sizeof(auth) &&
-	    lws_hdr_copy(wsi, auth, sizeof(auth),
-			 WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
-	    !strncasecmp(auth, "Bearer ", 7)) {
-		token = auth + 7;
-		while (*token == ' ')
-			token++;
-	}
-	if (!token)
-		token = lws_get_urlarg_by_name(wsi, "token=", arg,
-					       (int)sizeof(arg));
-	if (!token || !*token) {
+	rc = find_token(wsi, auth, sizeof(auth), arg, sizeof(arg), &token,
+			&toklen);
+	if (rc == HUB_ERR_NOTFOUND) {
 		metrics_add(w->m, M_AUTH_FAIL_NO_CREDENTIALS, 1);
 		authlimit_fail(w->authlimit, addr, now);
 		log_auth_failure(w, id, addr, "no_credentials");
 		return refuse(w, wsi, 401, 0, "credentials required\n");
 	}
-	rc = registry_creds_check(w->creds, id, token, strlen(token));
+	rc = rc ? HUB_ERR_AUTH
+		: registry_creds_check(w->creds, id, token, toklen);
 checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
@@ -506,27 +569,27 @@ uplink(struct worker *w, struct sess *s, const char *topic, const void *payload,
 	if (!hub_bucket_take(&s->bucket, (uint32_t)w->conf->rate,
 			     (uint32_t)mono_ms())) {
 		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
-		sess_err(s, has_id, id, FRAME_E_RATE_LIMITED,
+		sess_err(s, has_id, id, PROTO_E_RATE_LIMITED,
 			 "over --rate messages per second");
 		return;
 	}
 	if (qos == 1) {
 		if (s->inflight >= (uint32_t)w->conf->inflight) {
 			metrics_add(w->m, M_DROP_INFLIGHT_FULL, 1);
-			sess_err(s, 1, id, FRAME_E_INFLIGHT_FULL,
+			sess_err(s, 1, id, PROTO_E_INFLIGHT_FULL,
 				 "too many unacknowledged QoS 1 messages");
 			return;
 		}
 		if (!bridge_has_room(w->bridge)) {
 			metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
-			sess_err(s, 1, id, FRAME_E_BROKER_UNAVAILABLE,
+			sess_err(s, 1, id, PROTO_E_BROKER_UNAVAILABLE,
 				 "broker unavailable and buffer full");
 			return;
 		}
 	}
 	m = bridge_msg_new(BRIDGE_PUB, s->device, topic, payload, plen);
 	if (!m) {
-		sess_err(s, has_id, id, FRAME_E_BROKER_UNAVAILABLE,
+		sess_err(s, has_id, id, PROTO_E_BROKER_UNAVAILABLE,
 			 "out of memory");
 		return;
 	}
@@ -545,7 +608,7 @@ uplink(struct worker *w, struct sess *s, const char *topic, const void *payload,
 	bridge_msg_free(m);
 	if (qos == 1) {
 		metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
-		sess_err(s, 1, id, FRAME_E_BROKER_UNAVAILABLE,
+		sess_err(s, 1, id, PROTO_E_BROKER_UNAVAILABLE,
 			 "broker unavailable and buffer full");
 	} else
 		metrics_add(w->m, M_DROP_QOS0_BROKER_DOWN, 1);
@@ -579,41 +642,41 @@ on_device_ack(struct worker *w, struct sess *s, uint32_t id)
 static int
 on_text(struct worker *w, struct sess *s, const char *buf, size_t len)
 {
-	struct frame_in in;
+	struct proto_frame in;
 	const char *code, *msg;
 	char out[64];
 	size_t n;
 
-	if (!bridge_utf8_valid(buf, len)) {
+	if (!proto_utf8_valid(buf, len)) {
 		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
 				 (unsigned char *)"invalid UTF-8", 13);
 		s->close_reason = "closed";
 		return -1;
 	}
-	if (frame_parse_text(buf, len, &in, &code, &msg) != HUB_OK) {
+	if (proto_frame_parse_text(buf, len, &in, &code, &msg) != HUB_OK) {
 		metrics_add(w->m,
-			    strcmp(code, FRAME_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
+			    strcmp(code, PROTO_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
 							    : M_DROP_BAD_TOPIC,
 			    1);
 		sess_err(s, in.has_id, in.id, code, msg);
 		return 0;
 	}
 	switch (in.op) {
-	case FRAME_PING:
-		n = frame_pong(out, sizeof(out));
+	case PROTO_PING:
+		n = proto_frame_pong(out, sizeof(out));
 		sess_send(s, out, n, 0);
 		break;
-	case FRAME_PONG:
+	case PROTO_PONG:
 		break;
-	case FRAME_ACK:
+	case PROTO_ACK:
 		on_device_ack(w, s, in.id);
 		break;
-	case FRAME_PUB:
+	case PROTO_PUB:
 		uplink(w, s, in.topic, in.payload, in.payload_len, in.qos,
 		       in.has_id, in.id);
 		break;
 	}
-	free(in.payload);
+	proto_frame_release(&in);
 	return 0;
 }
 
@@ -625,10 +688,10 @@ on_binary(struct worker *w, struct sess *s, const uint8_t *buf, size_t len)
 	const char *code;
 	size_t plen;
 
-	if (frame_parse_binary(buf, len, topic, sizeof(topic), &payload, &plen,
-			       &code) != HUB_OK) {
+	if (proto_frame_parse_binary(buf, len, topic, sizeof(topic), &payload,
+				     &plen, &code) != HUB_OK) {
 		metrics_add(w->m,
-			    strcmp(code, FRAME_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
+			    strcmp(code, PROTO_E_BAD_TOPIC) ? M_DROP_BAD_FRAME
 							    : M_DROP_BAD_TOPIC,
 			    1);
 		sess_err(s, 0, 0, code,
@@ -745,21 +808,21 @@ static void
 on_cmd(struct worker *w, struct bridge_ev *e)
 {
 	struct sess *s = map_find(w, e->device);
-	enum bridge_pl kind;
+	enum proto_pl kind;
 	int64_t id = -1;
 	size_t cap, n;
 	char *buf;
 
 	if (!s || s->state != SESS_LIVE)
 		return; /* retained ones wait in the broker */
-	kind = bridge_payload_kind(e->payload, e->len);
-	if (kind == BRIDGE_PL_BINARY) {
+	kind = proto_payload_kind(e->payload, e->len);
+	if (kind == PROTO_PL_BINARY) {
 		cap = 1 + strlen(e->topic) + e->len;
 		buf = malloc(cap);
 		if (!buf)
 			return;
-		n = frame_binary((uint8_t *)buf, cap, e->topic, e->payload,
-				 e->len);
+		n = proto_frame_binary((uint8_t *)buf, cap, e->topic,
+				       e->payload, e->len);
 		if (n && sess_send(s, buf, n, 1))
 			n = 0;
 		free(buf);
@@ -770,12 +833,12 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 	} else {
 		if (e->qos > 0)
 			id = ++s->next_cmd_id;
-		cap = frame_msg_bound(e->topic, e->len);
+		cap = proto_frame_msg_bound(e->topic, e->len);
 		buf = malloc(cap);
 		if (!buf)
 			return;
-		n = frame_msg(buf, cap, e->topic, e->payload, e->len,
-			      kind == BRIDGE_PL_JSON ? 0 : 1, id);
+		n = proto_frame_msg(buf, cap, e->topic, e->payload, e->len,
+				    kind, id);
 		if (n && sess_send(s, buf, n, 0))
 			n = 0;
 		free(buf);
@@ -894,8 +957,8 @@ hub__service_wake(struct worker *w)
 							  e->t_rx_us);
 			if (s && s->handle == e->sess) {
 				char out[64];
-				size_t n =
-				    frame_ack(out, sizeof(out), e->msg_id);
+				size_t n = proto_frame_ack(out, sizeof(out),
+							   e->msg_id);
 
 				if (s->inflight)
 					s->inflight--;
@@ -911,7 +974,7 @@ hub__service_wake(struct worker *w)
 					s->inflight--;
 				metrics_add(w->m, M_DROP_BROKER_UNAVAILABLE, 1);
 				sess_err(s, 1, e->msg_id,
-					 FRAME_E_BROKER_UNAVAILABLE,
+					 PROTO_E_BROKER_UNAVAILABLE,
 					 "the broker refused the message");
 			}
 			break;

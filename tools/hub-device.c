@@ -10,6 +10,7 @@
  */
 #include "hub_err.h"
 #include "hub_util.h"
+#include "proto.h"
 
 #include <libwebsockets.h>
 
@@ -145,7 +146,7 @@ parse_args(struct opts *o, int argc, char **argv)
 			return -1;
 		i++;
 	}
-	if (!o->url[0] || !hub_id_valid(o->id, strlen(o->id)) || !o->token[0])
+	if (!o->url[0] || !proto_id_valid(o->id, strlen(o->id)) || !o->token[0])
 		return -1;
 	return 0;
 }

@@ -35,6 +35,7 @@
 #include "hub_err.h"
 #include "hub_util.h"
 #include "bridge.h"
+#include "proto.h"
 #include "registry.h"
 
 #define EXIT_FAIL 1
@@ -368,7 +369,7 @@ check_cmd(const struct opts *o, const char *cmd, int nargs, unsigned allowed)
 static int
 check_id(const char *id)
 {
-	if (!hub_id_valid(id, strnlen(id, HUB_ID_MAX + 1)))
+	if (!proto_id_valid(id, strnlen(id, HUB_ID_MAX + 1)))
 		return usage_err("invalid device id '%s' (want "
 				 "[A-Za-z0-9_-]{1,%d})",
 				 id, HUB_ID_MAX);
@@ -981,7 +982,7 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 		    "must expire)");
 	/* the device sees "cmd/TOPIC": that is what must be valid */
 	n = (size_t)snprintf(sub, sizeof(sub), "cmd/%s", rel);
-	if (n >= sizeof(sub) || !bridge_topic_valid(sub, n))
+	if (n >= sizeof(sub) || !proto_topic_valid(sub, n))
 		return usage_err(
 		    "invalid topic '%s' (no '+', '#', empty levels, "
 		    "leading '/' or '$', control characters; at "

@@ -117,22 +117,6 @@ backoff_full_jitter(void **state)
 }
 
 static void
-device_ids(void **state)
-{
-	char long_id[66];
-
-	(void)state;
-	assert_true(hub_id_valid("sensor-1_A", 10));
-	assert_false(hub_id_valid("", 0));
-	assert_false(hub_id_valid("a/b", 3));
-	assert_false(hub_id_valid("a b", 3));
-	assert_false(hub_id_valid("caf\xc3\xa9", 5));
-	memset(long_id, 'a', sizeof(long_id));
-	assert_true(hub_id_valid(long_id, 64));
-	assert_false(hub_id_valid(long_id, 65));
-}
-
-static void
 strerror_covers_codes(void **state)
 {
 	int e;
@@ -151,7 +135,6 @@ main(void)
 	    cmocka_unit_test(queue_threads_keep_order),
 	    cmocka_unit_test(bucket_rate),
 	    cmocka_unit_test(backoff_full_jitter),
-	    cmocka_unit_test(device_ids),
 	    cmocka_unit_test(strerror_covers_codes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

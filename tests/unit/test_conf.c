@@ -89,6 +89,9 @@ bad_input_is_refused(void **state)
 	char *a7[] = {"hubd", "--no-tls", "--hub-id", "a/b"};
 	char *a8[] = {"hubd", "--no-tls", "--max-frame"};
 	char *a9[] = {"hubd", "--help"};
+	/* device "sessions" would publish into hub/sessions/... */
+	char *a10[] = {"hubd", "--no-tls", "--prefix", "hub"};
+	char *a11[] = {"hubd", "--no-tls", "--prefix", "fleet"};
 	struct conf c;
 
 	(void)state;
@@ -101,6 +104,8 @@ bad_input_is_refused(void **state)
 	assert_int_equal(load(&c, 4, a7), HUB_ERR_INVAL);
 	assert_int_equal(load(&c, 3, a8), HUB_ERR_INVAL);
 	assert_int_equal(load(&c, 2, a9), HUB_ERR_EXISTS);
+	assert_int_equal(load(&c, 4, a10), HUB_ERR_INVAL);
+	assert_int_equal(load(&c, 4, a11), HUB_ERR_INVAL);
 }
 
 static void

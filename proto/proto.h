@@ -1,0 +1,229 @@
+/*
+ * proto.h - the device protocol's pure rules (docs/protocol.md), shared by
+ * hubd, the MQTT bridge and hubctl the way Mosquitto shares
+ * lib/util_topic.c:
+ *
+ *   - device ids and device-relative topics, the first levels the hub
+ *     reserves for itself, and the namespaces a --prefix may not overlap;
+ *   - the mapping between device topics and MQTT topics;
+ *   - UTF-8 and strict RFC 8259 JSON (proto_json.c);
+ *   - the v1 frame envelope in and out, and the binary frame
+ *     (proto_frame.c);
+ *   - credentials as they arrive in an HTTP upgrade (proto_cred.c), and
+ *     the upgrade request itself (proto_http.c).
+ *
+ * Everything here is a pure function of its arguments: no I/O, no state,
+ * no logging, safe from any thread. Every input is (pointer, length) and
+ * may contain any byte, including NUL: nothing is ever cut at a NUL.
+ * Unit-tested in tests/unit/test_proto.c and fuzzed (tests/fuzz/).
+ */
+#ifndef PROTO_H
+#define PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hub_err.h"
+#include "hub_util.h"
+
+#define PROTO_TOPIC_MAX 256	 /* device-relative topic, bytes */
+#define PROTO_FRAME_MAX_DEPTH 32 /* JSON nesting of a text frame */
+#define PROTO_JSON_MAX_DEPTH 64	 /* nesting of a downlink JSON payload */
+#define PROTO_TOKEN_MAX 1024	 /* credential bytes */
+#define PROTO_HUB_NS "hub"	 /* the hub's own first topic level */
+#define PROTO_SESSIONS_PREFIX "hub/sessions/"
+
+/* ---- ids and topics (proto_topic.c) ----------------------------------- */
+
+/* 1 if s[0..len) is a device id: [A-Za-z0-9_-]{1,64}. */
+int proto_id_valid(const char *s, size_t len);
+/*
+ * 1 if t[0..len) is an acceptable device-relative topic: 1..256 bytes,
+ * valid UTF-8, no control characters (C0 including NUL, DEL, C1), no '+'
+ * or '#', no leading '$' or '/', no empty level.
+ */
+int proto_topic_valid(const char *t, size_t len);
+/* 1 if t's first level is one the hub publishes itself: status, cmd. */
+int proto_topic_reserved(const char *t, size_t len);
+/* What a device may publish to: valid and not reserved. */
+int proto_topic_device_ok(const char *t, size_t len);
+/*
+ * 1 if prefix (NUL-terminated) is a usable --prefix: a valid topic whose
+ * first level is none of the hub's own namespaces (hub, groups, fleet) and
+ * not "$...". Otherwise a device whose id is a control word ("sessions")
+ * would publish into hub/sessions/... and the like.
+ */
+int proto_prefix_valid(const char *prefix);
+/* "<prefix>/<device>/<rel>" into out; HUB_ERR_TOOBIG if it does not fit. */
+int proto_topic_up(const char *prefix, const char *device, const char *rel,
+		   char *out, size_t outlen);
+/*
+ * Splits an incoming "<prefix>/<device>/cmd/..." into device and the
+ * relative topic ("cmd/..."); or "hub/sessions/<device>" into device with
+ * *is_session = 1 and *rel = "". HUB_ERR_INVAL for anything else,
+ * HUB_ERR_TOOBIG if the device id does not fit in devlen.
+ */
+int proto_topic_down(const char *prefix, const char *topic, char *device,
+		     size_t devlen, const char **rel, int *is_session);
+
+/* ---- UTF-8, JSON, payload mapping (proto_json.c) ---------------------- */
+
+/* 1 if s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+ */
+int proto_utf8_valid(const void *s, size_t len);
+/*
+ * 1 if s[0..len) is exactly one JSON value per RFC 8259 (surrounding
+ * whitespace allowed), nested at most PROTO_JSON_MAX_DEPTH. Strict where
+ * common parsers are lax: no leading zeros or bare '.', no raw control
+ * characters in strings, no lone surrogate escapes. s must be valid UTF-8
+ * (proto_payload_kind checks it first).
+ */
+int proto_json_valid(const void *s, size_t len);
+/*
+ * Downlink mapping, the mirror of the uplink: PROTO_PL_JSON if the bytes
+ * are one valid JSON value (sent as that value), PROTO_PL_TEXT for other
+ * valid UTF-8 (sent as a JSON string), PROTO_PL_BINARY for anything else
+ * (sent as a binary frame).
+ */
+enum proto_pl { PROTO_PL_JSON, PROTO_PL_TEXT, PROTO_PL_BINARY };
+enum proto_pl proto_payload_kind(const void *p, size_t len);
+
+/* ---- frames (proto_frame.c) ------------------------------------------- */
+
+enum proto_op { PROTO_PUB, PROTO_ACK, PROTO_PING, PROTO_PONG };
+
+/* Error codes of the protocol's err frame. */
+#define PROTO_E_BAD_FRAME "bad_frame"
+#define PROTO_E_BAD_TOPIC "bad_topic"
+#define PROTO_E_TOO_LARGE "too_large"
+#define PROTO_E_RATE_LIMITED "rate_limited"
+#define PROTO_E_INFLIGHT_FULL "inflight_full"
+#define PROTO_E_BROKER_UNAVAILABLE "broker_unavailable"
+
+struct proto_frame {
+	enum proto_op op;
+	int qos;
+	int has_id;
+	uint32_t id;
+	char topic[PROTO_TOPIC_MAX + 1]; /* pub: validated, NUL-terminated */
+	size_t topic_len;
+	/* pub: the MQTT payload bytes. Points into the parsed buffer (valid
+	 * while it is), or into own when a JSON string had escapes. */
+	const char *payload;
+	size_t payload_len;
+	char *own; /* freed by proto_frame_release */
+};
+
+/*
+ * Parses one text frame: buf[0..len), valid UTF-8 (the caller checks it: a
+ * text frame that is not is closed with 1007), not NUL-terminated. The
+ * whole text must be one strict RFC 8259 JSON object (see
+ * proto_json_valid), nested at most PROTO_FRAME_MAX_DEPTH, with op, topic,
+ * qos, id and payload at most once each.
+ *
+ * On success HUB_OK and *f filled: release with proto_frame_release. On a
+ * bad frame a HUB_ERR_* code, *code one of PROTO_E_*, *msg a short static
+ * explanation, f->id / f->has_id set when the frame carried a usable id
+ * (so the err can name it); nothing to release.
+ *
+ * Uplink payload rule: a JSON string is published as its UTF-8 bytes
+ * exactly (\u0000 included), any other value as its JSON text exactly as
+ * the device sent it.
+ */
+int proto_frame_parse_text(const char *buf, size_t len, struct proto_frame *f,
+			   const char **code, const char **msg);
+void proto_frame_release(struct proto_frame *f);
+/*
+ * Parses a binary frame: byte 0 = topic length L (1..255), L bytes of
+ * topic, then the payload (QoS 0). topic gets the NUL-terminated topic
+ * (topiclen >= 256); *payload points into buf. Nothing allocated.
+ */
+int proto_frame_parse_binary(const uint8_t *buf, size_t len, char *topic,
+			     size_t topiclen, const uint8_t **payload,
+			     size_t *payload_len, const char **code);
+
+/* Builders: write into out (cap bytes); return the length, or 0 if it did
+ * not fit. */
+size_t proto_frame_ack(char *out, size_t cap, uint32_t id);
+size_t proto_frame_err(char *out, size_t cap, int has_id, uint32_t id,
+		       const char *code, const char *msg);
+size_t proto_frame_pong(char *out, size_t cap);
+/*
+ * A downlink msg frame: the payload as a JSON value (PROTO_PL_JSON,
+ * inserted verbatim) or as a JSON string (PROTO_PL_TEXT). id < 0: none.
+ */
+size_t proto_frame_msg(char *out, size_t cap, const char *topic,
+		       const void *payload, size_t len, enum proto_pl kind,
+		       int64_t id);
+/* Worst-case size of proto_frame_msg's output for a payload of len bytes. */
+size_t proto_frame_msg_bound(const char *topic, size_t len);
+/* Binary downlink: [L][topic][payload]; 0 if topic is longer than 255. */
+size_t proto_frame_binary(uint8_t *out, size_t cap, const char *topic,
+			  const void *payload, size_t len);
+
+/* ---- credentials in the upgrade request (proto_cred.c) ---------------- */
+
+/*
+ * The device id of a request path "/v1/devices/{id}" (path[0..len), as
+ * the HTTP parser decoded it, so "%00" or "%0d" are bytes here). HUB_OK
+ * and *id / *idlen pointing into path; HUB_ERR_NOTFOUND when the path is
+ * not under /v1/devices/; HUB_ERR_INVAL when the id is not a valid id
+ * over its whole length.
+ */
+int proto_device_path(const char *path, size_t len, const char **id,
+		      size_t *idlen);
+/*
+ * 1 if tok[0..len) may be a credential: 1..PROTO_TOKEN_MAX visible ASCII
+ * bytes (0x21..0x7e). NUL, CR, LF, space or any control byte refuse it:
+ * a token is never cut short to something that still matches.
+ */
+int proto_token_ok(const char *tok, size_t len);
+/*
+ * The token of an Authorization header value v[0..len): scheme "Bearer"
+ * (any case), one or more spaces, the token, optional trailing whitespace
+ * (RFC 9110 5.5, ignored). HUB_OK and *tok / *toklen into v;
+ * HUB_ERR_NOTFOUND for another scheme; HUB_ERR_INVAL for a malformed or
+ * unusable token (proto_token_ok).
+ */
+int proto_cred_bearer(const char *v, size_t len, const char **tok,
+		      size_t *toklen);
+/*
+ * One decoded query argument a[0..len) ("token=..."): if its name is name
+ * (NUL-terminated, without '='), HUB_OK and the value; HUB_ERR_NOTFOUND
+ * for another name; HUB_ERR_INVAL when the value is not proto_token_ok.
+ */
+int proto_cred_urlarg(const char *a, size_t len, const char *name,
+		      const char **val, size_t *vlen);
+/*
+ * The Sec-WebSocket-Protocol offer v[0..len) (comma list): *has_v1 = 1 if
+ * "hub.v1" is offered; a "bearer.<token>" entry gives *tok / *toklen (else
+ * *tok = NULL). HUB_OK, or HUB_ERR_INVAL for a malformed list, two bearer
+ * entries, or an unusable token.
+ */
+int proto_subprotocols(const char *v, size_t len, int *has_v1, const char **tok,
+		       size_t *toklen);
+
+/* ---- the upgrade request itself (proto_http.c) ------------------------ */
+
+/* What the HTTP parser found; pointers need not be NUL-terminated. */
+struct proto_upgrade {
+	const char *version; /* request line's version, "HTTP/1.1" */
+	size_t version_len;
+	size_t host_len; /* 0: no Host header */
+	const char *key; /* Sec-WebSocket-Key */
+	size_t key_len;
+	const char *wsversion; /* Sec-WebSocket-Version */
+	size_t wsversion_len;
+};
+/* 1 if k[0..len) is 16 bytes in base64 (RFC 6455 4.1). */
+int proto_ws_key_valid(const char *k, size_t len);
+/*
+ * 0 if the request may be upgraded, else the HTTP status to refuse it
+ * with and *why a short static body: 400 for a version other than
+ * HTTP/1.1 (also a request line cut short), no Host or a malformed key;
+ * 426 for a missing or unsupported Sec-WebSocket-Version (the answer must
+ * carry "Sec-WebSocket-Version: 13").
+ */
+int proto_upgrade_status(const struct proto_upgrade *u, const char **why);
+
+#endif

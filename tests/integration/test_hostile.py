@@ -1,0 +1,280 @@
+"""Hostile clients (docs/protocol.md "Strictness"): bytes are kept exactly
+or refused, text that is not JSON by RFC 8259 is never acked or published,
+a NUL/CR/LF inside a credential or device id is a refusal and never a
+truncation that still matches, and the device namespace never overlaps the
+hub's own topics. After each attack the hub still serves a good device."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hubfix  # noqa: E402
+
+
+def raw_upgrade(port, path, headers=b"", timeout=10):
+    """Sends one upgrade request with arbitrary bytes (path and extra header
+    lines as bytes) over TLS; returns the status code of the answer."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = hubfix.insecure_ssl().wrap_socket(raw, server_hostname="localhost")
+    try:
+        key = base64.b64encode(os.urandom(16))
+        req = (b"GET " + path + b" HTTP/1.1\r\n"
+               b"Host: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+               b"Sec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Protocol: hub.v1\r\n" + headers + b"\r\n")
+        s.sendall(req)
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in buf:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer to {path!r}")
+            d = s.recv(4096)
+            if not d:
+                # closed without an answer: treat as refused by the parser
+                return 0
+            buf += d
+        return int(buf.split(b"\r\n", 1)[0].split()[1])
+    finally:
+        s.close()
+
+
+def raw_request(port, req, timeout=10):
+    """Sends req (bytes) over TLS; returns (status line, lower-case header
+    dict) of the answer, or (None, {}) if the hub closed without one."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = hubfix.insecure_ssl().wrap_socket(raw, server_hostname="localhost")
+    try:
+        s.sendall(req)
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in buf:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer to {req!r}")
+            d = s.recv(4096)
+            if not d:
+                return None, {}
+            buf += d
+        lines = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        return lines[0], {ln.split(":", 1)[0].strip().lower():
+                          ln.split(":", 1)[1].strip()
+                          for ln in lines[1:] if ":" in ln}
+    finally:
+        s.close()
+
+
+def upgrade_req(path, version=b"HTTP/1.1", host=True,
+                key=b"dGhlIHNhbXBsZSBub25jZQ==", wsversion=b"13", extra=b""):
+    r = b"GET " + path + b" " + version + b"\r\n"
+    if host:
+        r += b"Host: 127.0.0.1\r\n"
+    r += b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    if key is not None:
+        r += b"Sec-WebSocket-Key: " + key + b"\r\n"
+    if wsversion is not None:
+        r += b"Sec-WebSocket-Version: " + wsversion + b"\r\n"
+    return r + b"Sec-WebSocket-Protocol: hub.v1\r\n" + extra + b"\r\n"
+
+
+class TestHostile(hubfix.HubTest):
+
+    def setUp(self):
+        super().setUp()
+        self.tok = self.add_devices("dev1", "dev2", "a000")
+
+    def still_serving(self, hub, sub):
+        """A fresh, well-behaved device is served after the attack."""
+        c = self.connect(hub, "dev2", self.tok["dev2"])
+        n = len(sub.find(lambda m: m.topic == "devices/dev2/ok"))
+        c.pub({"fine": True}, topic="ok", qos=1, id=99)
+        c.wait_op("ack", id=99)
+        sub.wait_count(lambda m: m.topic == "devices/dev2/ok", n + 1, 10,
+                       "dev2's message")
+        c.close()
+
+    def test_nul_payload_is_byte_exact(self):
+        hub = self.start_hub()
+        sub = self.mqtt("devices/#")
+        c = self.connect(hub, "dev1", self.tok["dev1"])
+        c.send('{"op":"pub","topic":"t","payload":"a\\u0000b","qos":1,"id":1}')
+        c.send('{"op":"pub","topic":"t","payload":"\\u0000","qos":1,"id":2}')
+        c.send('{"op":"pub","topic":"t","payload":["a\\u0000b"],"qos":1,"id":3}')
+        for i in (1, 2, 3):
+            c.wait_op("ack", id=i)
+        got = sub.wait_count(lambda m: m.topic == "devices/dev1/t", 3, 10,
+                             "the three payloads")
+        got = [m.payload for m in sub.find(lambda m: m.topic == "devices/dev1/t")]
+        self.assertEqual(got, [b"a\x00b", b"\x00", b'["a\\u0000b"]'])
+        # a topic with U+0000 is bad_topic, not a cut topic
+        c.send('{"op":"pub","topic":"t\\u0000x","payload":1,"qos":1,"id":4}')
+        e = c.wait_op("err", id=4)
+        self.assertEqual(e["code"], "bad_topic")
+        self.assertFalse(c.find(lambda m: isinstance(m, dict)
+                                and m.get("op") == "ack" and m.get("id") == 4))
+        self.still_serving(hub, sub)
+        self.assertFalse(sub.find(lambda m: m.topic.startswith("devices/dev1/t")
+                                  and m.topic != "devices/dev1/t"))
+
+    def test_not_json_is_refused(self):
+        hub = self.start_hub()
+        sub = self.mqtt("devices/dev1/#")
+        c = self.connect(hub, "dev1", self.tok["dev1"])
+        bad = [
+            '{"op":"pub","topic":"t","payload":"a\tb","qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":"a\x01b","qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":01,"qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":1.,"qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":"\\ud800","qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":"\\udc00x","qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":[1,],"qos":1,"id":%d}',
+            '{"op":"pub","topic":"t","payload":1,"payload":2,"qos":1,"id":%d}',
+        ]
+        for i, b in enumerate(bad):
+            c.send(b % (100 + i))
+        # one err bad_frame per frame, and nothing else for them
+        c.wait_for(lambda m: len(c.ops("err")) >= len(bad), 10, "the errs")
+        errs = c.ops("err")
+        self.assertEqual([e["code"] for e in errs], ["bad_frame"] * len(bad),
+                         errs)
+        # order: a frame after them is handled, so they were all handled
+        c.pub(1, topic="after", qos=1, id=7)
+        c.wait_op("ack", id=7)
+        self.assertEqual([a["id"] for a in c.ops("ack")], [7])
+        sub.wait_for(lambda m: m.topic == "devices/dev1/after", 10, "after")
+        self.assertEqual([m.topic for m in sub.find(
+            lambda m: not m.topic.endswith("/status"))],
+            ["devices/dev1/after"])
+        self.still_serving(hub, self.mqtt("devices/dev2/#"))
+
+    def test_credentials_are_never_truncated(self):
+        hub = self.start_hub()
+        p = hub.port
+        tok = self.tok["a000"].encode()
+        # lws ends the request line at a percent-encoded CR or LF, so such a
+        # request has no HTTP version left: 400 before any credential check
+        cut = 400
+        # and it drops a request with a percent-encoded NUL unanswered
+        dropped = 0
+        cases = [
+            # (path, extra headers, expected status)
+            (b"/v1/devices/a000?token=" + tok + b"%0D%0Ajunk", b"", cut),
+            (b"/v1/devices/a000?token=" + tok + b"%0A", b"", cut),
+            (b"/v1/devices/a000?token=" + tok + b"%0D", b"", cut),
+            (b"/v1/devices/a000%0dX?token=" + tok, b"", cut),
+            (b"/v1/devices/a000?token=" + tok + b"%00junk", b"", dropped),
+            (b"/v1/devices/a000?token=" + tok + b"%00", b"", dropped),
+            (b"/v1/devices/a000?token=" + tok + b"%09", b"", 401),
+            (b"/v1/devices/a000?token=" + tok + b"+", b"", 401),
+            (b"/v1/devices/a000%00X?token=" + tok, b"", dropped),
+            (b"/v1/devices/a000%00?token=" + tok, b"", dropped),
+            (b"/v1/devices/a000%09?token=" + tok, b"", 404),
+            (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b"\0junk\r\n",
+             401),
+            (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b" junk\r\n",
+             401),
+            (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b"\x01\r\n",
+             401),
+        ]
+        for path, hdrs, want in cases:
+            st = raw_upgrade(p, path, hdrs)
+            self.assertEqual(st, want, (path, hdrs))
+        # RFC 9110 5.5: trailing whitespace after the value is not the token
+        self.assertEqual(raw_upgrade(p, b"/v1/devices/a000",
+                                     b"Authorization: Bearer " + tok + b" \t\r\n"),
+                         101)
+        # the good forms still work: header, subprotocol, query
+        self.assertEqual(raw_upgrade(p, b"/v1/devices/a000?token=" + tok), 101)
+        sub = self.mqtt("devices/dev2/#")
+        self.still_serving(hub, sub)
+
+    @unittest.expectedFailure
+    def test_trailing_nul_in_header(self):
+        """lws's HTTP parser stores a NUL inside a header value but does not
+        count it in the value's length (issue_char in parsers.c), so a NUL
+        at the very end of the value is invisible to the hub: the token
+        before it matches. (A NUL with bytes after it is seen and refused,
+        above.) Only a fix in lws's parser can refuse this; when it lands
+        this test passes and must lose its expectedFailure."""
+        hub = self.start_hub()
+        tok = self.tok["a000"].encode()
+        self.assertEqual(raw_upgrade(hub.port, b"/v1/devices/a000",
+                                     b"Authorization: Bearer " + tok + b"\0\r\n"),
+                         401)
+
+    def test_bearer_subprotocol(self):
+        hub = self.start_hub()
+        c = self.connect(hub, "dev1", None, via=None,
+                         subprotocols=("hub.v1", "bearer." + self.tok["dev1"]))
+        self.assertEqual(c.subprotocol, "hub.v1")
+        c.send_json({"op": "ping"})
+        c.wait_op("pong")
+        st, _ = hubfix.ws_refusal(hub.url("dev1"), None,
+                                  subprotocols=("hub.v1", "bearer.wrong"))
+        self.assertEqual(st, 401)
+
+    def test_handshake_by_the_rfcs(self):
+        hub = self.start_hub()
+        tok = self.tok["dev1"].encode()
+        auth = b"Authorization: Bearer " + tok + b"\r\n"
+        path = b"/v1/devices/dev1"
+
+        def status(**kw):
+            line, hdrs = raw_request(hub.port, upgrade_req(path, extra=auth, **kw))
+            self.assertIsNotNone(line, kw)
+            return int(line.split()[1]), line, hdrs
+
+        st, line, _ = status()
+        self.assertEqual(st, 101, line)
+        # RFC 9112/6455: an upgrade is HTTP/1.1 with a Host
+        for kw in ({"version": b"HTTP/1.0"}, {"host": False},
+                   {"key": None}, {"key": b"short"},
+                   {"key": b"dGhlIHNhbXBsZSBub25jZQ"},  # no padding
+                   {"key": b"dGhlIHNhbXBsZSBub25jZR=="},  # bits past 16 bytes
+                   {"key": b"dGhlIHNhbXBsZSBub25jZQ==x"}):
+            st, line, _ = status(**kw)
+            self.assertEqual(st, 400, (kw, line))
+            self.assertRegex(line, r"^HTTP/1\.[01] 400 \S", line)  # reason phrase
+        # RFC 6455 4.4: missing or other version -> 426 naming version 13
+        for kw in ({"wsversion": None}, {"wsversion": b"8"},
+                   {"wsversion": b"13, 8"}):
+            st, line, hdrs = status(**kw)
+            self.assertEqual(st, 426, (kw, line))
+            self.assertEqual(hdrs.get("sec-websocket-version"), "13", hdrs)
+            self.assertEqual(hdrs.get("upgrade", "").lower(), "websocket", hdrs)
+        self.still_serving(hub, self.mqtt("devices/dev2/#"))
+
+    @unittest.expectedFailure
+    def test_reason_phrase_of_426(self):
+        """lws's status table (lib/roles/http/header.c err400[]) ends at
+        417, so 426 (and 429) go out as "HTTP/1.1 426 " without a reason
+        phrase; only lws can add one. When it does, this test passes and
+        must lose its expectedFailure."""
+        hub = self.start_hub()
+        line, _ = raw_request(hub.port, upgrade_req(b"/v1/devices/dev1",
+                                                    wsversion=b"8"))
+        self.assertRegex(line, r"^HTTP/1\.1 426 \S")
+
+    def test_prefix_cannot_overlap_hub_topics(self):
+        # with --prefix hub, device "sessions" would publish to
+        # hub/sessions/<topic> and close other devices' sessions
+        for prefix in ("hub", "hub/x", "groups", "fleet"):
+            h = hubfix.Hub(self.tmp, self.cert, self.key, self.db,
+                           self.broker.port, extra=["--prefix", prefix])
+            h.start(ready=False)
+            try:
+                h.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                h.kill9()
+                self.fail(f"hubd ran with --prefix {prefix}")
+            self.assertNotEqual(h.proc.returncode, 0)
+            self.assertIn("--prefix", h.log_text())
+
+
+if __name__ == "__main__":
+    hubfix.main()
