@@ -15,7 +15,9 @@
  *   - the close-code and HTTP-status table decides whether to reconnect:
  *     after 401, 403, 1007, 1008, 1009, 4001, 4003 it stops with a message
  *     and an exit code of its own (below); otherwise it reconnects with
- *     exponential backoff and full jitter;
+ *     exponential backoff and full jitter. One exception: a 401 before it
+ *     was ever connected is tried once more after 2 s, since a hub loads
+ *     a device added a moment ago within ~2 s;
  *   - a dead-server timeout of its own: an app-level ping after a third of
  *     --idle-timeout without traffic, and a reconnect when nothing at all
  *     came for --idle-timeout (a silent proxy or a hung hub).
@@ -87,6 +89,7 @@ struct dev {
 	long sent, acked, received;
 	uint32_t next_id;
 	int connected, stop, exit_code, publishing;
+	int ever_connected, retried_401;
 	int64_t last_rx_ms, last_tx_ms;
 	struct fifo out;	/* not yet written */
 	struct fifo inflight;	/* QoS 1 written, awaiting the hub's ack */
@@ -623,6 +626,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	}
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		d->connected = 1;
+		d->ever_connected = 1;
 		d->attempt = 0;
 		d->last_rx_ms = d->last_tx_ms = hub_clock_ms();
 		if (!d->o.quiet)
@@ -648,7 +652,16 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			code ? ", HTTP " : "", code);
 		d->wsi = NULL;
 		d->connected = 0;
-		if (code == 401)
+		if (code == 401 && !d->ever_connected && !d->retried_401) {
+			/* a device added a moment ago: the hub loads new
+			 * credentials within ~2 s. One more try, then stop. */
+			d->retried_401 = 1;
+			fprintf(stderr, "hub-device: refused (401); the hub may "
+					"not have loaded a new device yet: one "
+					"more try in 2 s\n");
+			lws_sul_schedule(d->ctx, 0, &d->sul_conn, connect_now,
+					 2 * LWS_US_PER_SEC);
+		} else if (code == 401)
 			stop_with(d, EXIT_UNAUTHORIZED,
 				  "refused: unknown device or bad token (401)");
 		else if (code == 403)
