@@ -6,10 +6,14 @@
  * Threads: the lws service thread.
  */
 #include "hub_int.h"
+#include "hub_version.h"
+
+#include <mbedtls/version.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int
 hub__http_answer(struct lws *wsi, int status, const char *ctype,
@@ -64,6 +68,35 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 	return n < 0 ? -1 : 0;
 }
 
+/*
+ * hub_build_info and the limits the alert rules compare gauges against
+ * (conf/prometheus/hub-alerts.yml). Appends at o; returns the new offset.
+ */
+static size_t
+render_extra(const struct worker *w, char *out, size_t o, size_t cap)
+{
+	int r = snprintf(
+	    out + o, cap - o,
+	    "# HELP hub_build_info Versions of this hubd and its TLS and "
+	    "WebSocket libraries.\n# TYPE hub_build_info gauge\n"
+	    "hub_build_info{version=\"%s\",lws=\"%s\",mbedtls=\"%s\"} 1\n"
+	    "# HELP hub_bridge_pending_limit Reliable messages the bridge "
+	    "holds while the broker is away (--bridge-buffer), summed over "
+	    "workers.\n# TYPE hub_bridge_pending_limit gauge\n"
+	    "hub_bridge_pending_limit %zu\n"
+	    "# HELP hub_max_connections Devices this hub accepts "
+	    "(--max-conns).\n# TYPE hub_max_connections gauge\n"
+	    "hub_max_connections %d\n",
+	    HUB_VERSION, LWS_LIBRARY_VERSION, MBEDTLS_VERSION_STRING,
+	    (w->conf->bridge_buffer / (size_t)w->nworkers + 1) *
+		(size_t)w->nworkers,
+	    w->conf->max_conns);
+
+	if (r < 0 || (size_t)r >= cap - o)
+		return o;
+	return o + (size_t)r;
+}
+
 /* Ready when every live worker has its broker link and registry. */
 static int
 ready(const struct metrics *m, char *why, size_t cap)
@@ -116,6 +149,8 @@ hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return -1;
 		hub__sample_gauges(w);
 		n = metrics_render(w->metrics, out, cap);
+		n = metrics_render_process(w->metrics, getppid(), out, n, cap);
+		n = render_extra(w, out, n, cap);
 		rc = hub__http_answer(
 		    wsi, 200, "text/plain; version=0.0.4; charset=utf-8", out,
 		    n, 0);

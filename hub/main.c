@@ -11,8 +11,11 @@
 #include "conf.h"
 #include "hub_int.h"
 #include "hub_log.h"
+#include "hub_version.h"
 #include "metrics.h"
 #include "registry.h"
+
+#include <mbedtls/version.h>
 
 #include <errno.h>
 #include <libgen.h>
@@ -81,6 +84,13 @@ main(int argc, char **argv)
 	int nworkers, i, rc, stopping = 0, live, failed = 0;
 	int64_t stop_deadline = 0;
 
+	for (i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--version")) {
+			printf("hubd %s (libwebsockets %s, mbedTLS %s)\n",
+			       HUB_VERSION, LWS_LIBRARY_VERSION,
+			       MBEDTLS_VERSION_STRING);
+			return 0;
+		}
 	rc = conf_load(&conf, argc, argv, err, sizeof(err));
 	if (rc == HUB_ERR_EXISTS) {
 		fputs(conf_usage(), stdout);

@@ -1,10 +1,13 @@
 /* metrics.c - shared-memory Prometheus metrics; see metrics.h. */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 struct mdesc {
 	const char *name, *help, *type, *label; /* label: NULL or k="v" */
@@ -212,6 +215,10 @@ metrics_render(const struct metrics *m, char *out, size_t cap)
 	OUT("# HELP hub_workers Live worker processes.\n# TYPE hub_workers "
 	    "gauge\nhub_workers %d\n",
 	    live);
+	OUT("# HELP hub_workers_configured Worker processes the supervisor "
+	    "runs.\n# TYPE hub_workers_configured gauge\n"
+	    "hub_workers_configured %d\n",
+	    m->nworkers);
 	OUT("# HELP hub_uplink_latency_seconds QoS 1 uplink latency from frame "
 	    "received to broker PUBACK.\n# TYPE hub_uplink_latency_seconds "
 	    "histogram\n");
@@ -230,4 +237,164 @@ metrics_render(const struct metrics *m, char *out, size_t cap)
 full:
 #undef OUT
 	return last_ok;
+}
+
+/* ---- process metrics ------------------------------------------------- */
+
+/* Seconds since the epoch at boot: /proc/stat's btime. */
+static double
+boot_time(void)
+{
+	char line[256];
+	double bt = 0;
+	FILE *f = fopen("/proc/stat", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "btime ", 6)) {
+			bt = strtod(line + 6, NULL);
+			break;
+		}
+	fclose(f);
+	return bt;
+}
+
+int
+metrics_proc_read(pid_t pid, struct metrics_proc *out)
+{
+	char path[64], buf[1024], *p, *tok, *save = NULL;
+	long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	unsigned long long utime = 0, stime = 0, start = 0, rss = 0;
+	struct dirent *de;
+	size_t n;
+	FILE *f;
+	DIR *d;
+	int field;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* the command name may hold spaces and parentheses: skip to the
+	 * last ')'; the state is field 3 */
+	p = strrchr(buf, ')');
+	if (!p || tick <= 0 || page <= 0)
+		return -1;
+	for (field = 3, tok = strtok_r(p + 1, " ", &save); tok;
+	     tok = strtok_r(NULL, " ", &save), field++) {
+		if (field == 14)
+			utime = strtoull(tok, NULL, 10);
+		else if (field == 15)
+			stime = strtoull(tok, NULL, 10);
+		else if (field == 22)
+			start = strtoull(tok, NULL, 10);
+		else if (field == 24) {
+			rss = strtoull(tok, NULL, 10);
+			break;
+		}
+	}
+	if (field != 24)
+		return -1;
+	out->cpu_seconds = (double)(utime + stime) / (double)tick;
+	out->start_time = boot_time() + (double)start / (double)tick;
+	out->rss_bytes = rss * (uint64_t)page;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (d) {
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.')
+				out->open_fds++;
+		closedir(d);
+		if (pid == getpid())
+			out->open_fds--; /* the directory we were reading */
+	}
+	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		while (fgets(buf, sizeof(buf), f))
+			if (!strncmp(buf, "Max open files", 14)) {
+				out->max_fds = strtol(buf + 14, NULL, 10);
+				break;
+			}
+		fclose(f);
+	}
+	return 0;
+}
+
+size_t
+metrics_render_process(const struct metrics *m, pid_t supervisor, char *out,
+		       size_t o, size_t cap)
+{
+	static const struct {
+		const char *name, *help, *type;
+	} fam[] = {
+	    {"process_resident_memory_bytes", "Resident memory size in bytes.",
+	     "gauge"},
+	    {"process_cpu_seconds_total",
+	     "Total user and system CPU time spent in seconds.", "counter"},
+	    {"process_open_fds", "Number of open file descriptors.", "gauge"},
+	    {"process_max_fds", "Maximum number of open file descriptors.",
+	     "gauge"},
+	    {"process_start_time_seconds",
+	     "Start time of the process since unix epoch in seconds.", "gauge"},
+	};
+	struct metrics_proc pr[METRICS_MAX_WORKERS + 1];
+	char label[METRICS_MAX_WORKERS + 1][16];
+	int ok[METRICS_MAX_WORKERS + 1] = {0};
+	size_t last_ok = o;
+	int i, k, np = 0, r;
+
+	ok[np] = supervisor > 0 && metrics_proc_read(supervisor, &pr[np]) == 0;
+	snprintf(label[np++], sizeof(label[0]), "supervisor");
+	for (i = 0; i < m->nworkers && i < METRICS_MAX_WORKERS; i++) {
+		pid_t pid = __atomic_load_n(&m->slot[i].pid, __ATOMIC_RELAXED);
+
+		ok[np] = pid > 0 && metrics_proc_read(pid, &pr[np]) == 0;
+		snprintf(label[np++], sizeof(label[0]), "%d", i);
+	}
+#define OUT(...)                                                               \
+	do {                                                                   \
+		r = snprintf(out + o, cap - o, __VA_ARGS__);                   \
+		if (r < 0 || (size_t)r >= cap - o)                             \
+			return last_ok;                                        \
+		o += (size_t)r;                                                \
+	} while (0)
+	for (k = 0; k < (int)(sizeof(fam) / sizeof(fam[0])); k++) {
+		OUT("# HELP %s %s\n# TYPE %s %s\n", fam[k].name, fam[k].help,
+		    fam[k].name, fam[k].type);
+		for (i = 0; i < np; i++) {
+			if (!ok[i])
+				continue;
+			switch (k) {
+			case 0:
+				OUT("%s{worker=\"%s\"} %" PRIu64 "\n",
+				    fam[k].name, label[i], pr[i].rss_bytes);
+				break;
+			case 1:
+				OUT("%s{worker=\"%s\"} %.2f\n", fam[k].name,
+				    label[i], pr[i].cpu_seconds);
+				break;
+			case 2:
+				OUT("%s{worker=\"%s\"} %ld\n", fam[k].name,
+				    label[i], pr[i].open_fds);
+				break;
+			case 3:
+				OUT("%s{worker=\"%s\"} %ld\n", fam[k].name,
+				    label[i], pr[i].max_fds);
+				break;
+			default:
+				OUT("%s{worker=\"%s\"} %.2f\n", fam[k].name,
+				    label[i], pr[i].start_time);
+			}
+		}
+		last_ok = o;
+	}
+#undef OUT
+	return o;
 }

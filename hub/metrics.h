@@ -111,4 +111,22 @@ void metrics_reset_gauges(struct metrics_slot *s);
  */
 size_t metrics_render(const struct metrics *m, char *out, size_t cap);
 
+/*
+ * The standard process_* family for the supervisor (worker="supervisor")
+ * and every live worker (worker="N"), read from /proc/PID: resident
+ * memory, CPU seconds, open and maximum file descriptors, start time.
+ * Appends to out at offset o (cap total); returns the new offset, cut at a
+ * line end if out is full. Any thread; reads only /proc.
+ */
+size_t metrics_render_process(const struct metrics *m, pid_t supervisor,
+			      char *out, size_t o, size_t cap);
+
+/* Values parsed from /proc/PID (exported for tests). 0 or -1. */
+struct metrics_proc {
+	double cpu_seconds, start_time;
+	uint64_t rss_bytes;
+	long open_fds, max_fds;
+};
+int metrics_proc_read(pid_t pid, struct metrics_proc *out);
+
 #endif

@@ -20,20 +20,26 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <MQTTClient.h>
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 
 #include "hub_err.h"
 #include "hub_util.h"
+#include "hub_version.h"
 #include "bridge.h"
 #include "proto.h"
 #include "registry.h"
@@ -58,6 +64,8 @@ enum {
 	O_QOS = 1 << 4,
 	O_RETAIN = 1 << 5,
 	O_TTL = 1 << 6,
+	O_FORCE = 1 << 7,
+	O_QUIET = 1 << 8,
 };
 
 struct opts {
@@ -66,7 +74,7 @@ struct opts {
 	const char *name, *device;
 	long limit, qos;
 	long long ttl;
-	int online, retain;
+	int online, retain, force, quiet;
 	unsigned seen; /* O_* given */
 	const char *pos[MAX_POS];
 	int npos;
@@ -79,31 +87,46 @@ static const char usage_line[] =
 static const char usage_text[] =
     "usage: hubctl [--db FILE] [--broker URI] [--json] COMMAND\n"
     "\n"
-    "commands:\n"
-    "  device add ID [--name N]     add a device; prints its token\n"
+    "registry commands (--db; read commands never create the file):\n"
+    "  init                         create an empty registry at --db\n"
+    "  device add ID [--name N]     add a device (creates the registry if\n"
+    "                               missing); prints its token once\n"
     "  device import FILE           ids one per line (or id,name; - = "
     "stdin);\n"
     "                               prints id,token lines; all or nothing\n"
-    "  device list [--online]       the devices\n"
+    "  device list [--online]       the devices (default: all)\n"
     "  device show ID               one device and its live session\n"
     "  device disable ID | enable ID | delete ID\n"
     "  device rotate-token ID       a new token; the old one stops "
     "working\n"
-    "  events [--device ID] [--limit N]   newest first (default 100)\n"
-    "  kick ID                      close the device's live session (4004)\n"
-    "  send ID TOPIC PAYLOAD [--qos 0|1] [--retain --ttl SECS]\n"
-    "                               publish PREFIX/ID/cmd/TOPIC; --retain\n"
-    "                               keeps it for an offline device for "
-    "SECS\n"
+    "  events [--device ID] [--limit N]   newest first (default: all\n"
+    "                               devices, limit 100)\n"
+    "\n"
+    "broker commands (--broker):\n"
+    "  kick ID [--force]            close the device's live session (4004)\n"
+    "  send ID TOPIC PAYLOAD [--qos 0|1] [--retain --ttl SECS] [--force]\n"
+    "       [--quiet]               publish PREFIX/ID/cmd/TOPIC (default\n"
+    "                               QoS 1, not retained, no expiry);\n"
+    "                               --retain keeps it for an offline device\n"
+    "                               for SECS; prints what was published\n"
+    "                               unless --quiet\n"
+    "  watch [--device ID]          live presence from the broker, one line\n"
+    "                               per transition (default: every device);\n"
+    "                               Ctrl-C stops\n"
+    "  kick and send refuse a device the registry does not know; --force\n"
+    "  sends anyway (a device held by a hub with another registry).\n"
     "\n"
     "options:\n"
     "  --db FILE                    registry file (default " DEFAULT_DB ")\n"
-    "  --broker URI                 MQTT broker (default " DEFAULT_BROKER ")\n"
-    "  --broker-user U, --broker-password P   broker credentials\n"
+    "  --broker URI                 MQTT broker, tcp:// or ssl:// (default\n"
+    "                               " DEFAULT_BROKER ")\n"
+    "  --broker-user U, --broker-password P   broker credentials (default\n"
+    "                               none)\n"
     "  --prefix P                   MQTT topic prefix (default " DEFAULT_PREFIX
     ")\n"
-    "  --json                       JSON output\n"
+    "  --json                       JSON output (default: tables)\n"
     "  -h, --help                   this text\n"
+    "  --version                    the version\n"
     "\n"
     "exit status: 0 success, 1 failed operation, 2 bad usage\n";
 
@@ -208,6 +231,9 @@ enum {
 	OPT_QOS,
 	OPT_RETAIN,
 	OPT_TTL,
+	OPT_FORCE,
+	OPT_QUIET,
+	OPT_VERSION,
 };
 
 static const struct optdef optdefs[] = {
@@ -225,9 +251,12 @@ static const struct optdef optdefs[] = {
     {"qos", A_VALUE, OPT_QOS},
     {"retain", A_NONE, OPT_RETAIN},
     {"ttl", A_VALUE, OPT_TTL},
+    {"force", A_NONE, OPT_FORCE},
+    {"quiet", A_NONE, OPT_QUIET},
+    {"version", A_NONE, OPT_VERSION},
 };
 
-/* One option; returns 0, EXIT_USAGE, or -1 for --help. */
+/* One option; returns 0, EXIT_USAGE, -1 for --help, -2 for --version. */
 static int
 set_opt(struct opts *o, const struct optdef *d, const char *v)
 {
@@ -286,11 +315,21 @@ set_opt(struct opts *o, const struct optdef *d, const char *v)
 					 UINT32_MAX, v);
 		o->seen |= O_TTL;
 		break;
+	case OPT_FORCE:
+		o->force = 1;
+		o->seen |= O_FORCE;
+		break;
+	case OPT_QUIET:
+		o->quiet = 1;
+		o->seen |= O_QUIET;
+		break;
+	case OPT_VERSION:
+		return -2;
 	}
 	return 0;
 }
 
-/* Parses argv into o; 0, EXIT_USAGE, or -1 for --help. */
+/* Parses argv into o; 0, EXIT_USAGE, -1 for --help, -2 for --version. */
 static int
 parse_args(int argc, char **argv, struct opts *o)
 {
@@ -349,7 +388,7 @@ check_cmd(const struct opts *o, const char *cmd, int nargs, unsigned allowed)
 {
 	static const char *const names[] = {"--name",  "--online", "--device",
 					    "--limit", "--qos",	   "--retain",
-					    "--ttl"};
+					    "--ttl",   "--force",  "--quiet"};
 	unsigned bad = o->seen & ~allowed;
 	int i;
 
@@ -491,18 +530,65 @@ make_parent(const char *path)
 		mkdir(dir, 0750);
 }
 
+/*
+ * Opens the registry. Only commands that create (init, device add, device
+ * import) pass create = 1; every other command fails on a missing file
+ * rather than leave an empty registry (and its directories) behind in the
+ * wrong place.
+ */
 static int
-open_db(const struct opts *o, struct registry **reg)
+open_db(const struct opts *o, int create, struct registry **reg)
 {
+	struct stat st;
 	char err[512];
 	int rc;
 
-	if (strcmp(o->db, ":memory:"))
-		make_parent(o->db);
+	if (strcmp(o->db, ":memory:")) {
+		if (stat(o->db, &st) != 0) {
+			if (errno != ENOENT || !create) {
+				errf("no registry at %s: %s (create one with "
+				     "'hubctl --db %s init', or point --db "
+				     "at the hub's registry)",
+				     o->db, strerror(errno), o->db);
+				return EXIT_FAIL;
+			}
+			make_parent(o->db);
+		} else if (!S_ISREG(st.st_mode)) {
+			errf("registry %s is not a file", o->db);
+			return EXIT_FAIL;
+		}
+	}
 	rc = registry_open(o->db, reg, err, sizeof(err));
 	if (rc != HUB_OK) {
-		errf("cannot open registry %s", err);
+		errf("cannot open registry %s: %s", o->db, err);
 		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+static int
+cmd_init(const struct opts *o)
+{
+	struct registry *reg = NULL;
+	struct stat st;
+	int rc;
+
+	if (strcmp(o->db, ":memory:") && stat(o->db, &st) == 0) {
+		errf("registry %s already exists; left unchanged", o->db);
+		return 0;
+	}
+	rc = open_db(o, 1, &reg);
+	if (rc)
+		return rc;
+	registry_close(reg);
+	if (o->json) {
+		cJSON *j = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(j, "db", o->db);
+		cJSON_AddBoolToObject(j, "created", 1);
+		json_print(j);
+	} else if (!o->quiet) {
+		printf("created registry %s\n", o->db);
 	}
 	return 0;
 }
@@ -619,16 +705,69 @@ cmd_import(const struct opts *o, struct registry *reg, const char *path)
 	return EXIT_FAIL;
 }
 
+/*
+ * Human tables sized to their content: a first pass over the rows measures
+ * each column, a second prints them (two queries, so a fleet of 100k
+ * devices is never held in memory).
+ */
+#define TABLE_MAX_COLS 8
+
+struct table {
+	int ncols;
+	int measuring;
+	size_t w[TABLE_MAX_COLS];
+	long rows;
+};
+
+static void
+table_row(struct table *t, const char *const *cell)
+{
+	int i;
+
+	if (t->measuring) {
+		for (i = 0; i < t->ncols; i++) {
+			size_t n = strlen(cell[i]);
+
+			if (n > t->w[i])
+				t->w[i] = n;
+		}
+		return;
+	}
+	for (i = 0; i < t->ncols; i++) {
+		if (i == t->ncols - 1)
+			printf("%s\n", cell[i]);
+		else
+			printf("%-*s  ", (int)t->w[i], cell[i]);
+	}
+	t->rows++;
+}
+
+/*
+ * last_seen is the device's last activity: now for a device online (the
+ * hub closes a silent session within its idle timeout), else when its last
+ * session ended. The registry keeps session starts and ends, not every
+ * frame, so that is as close as it knows.
+ */
+static int64_t
+last_activity(const struct registry_device *d)
+{
+	return d->online ? hub_clock_ms() : d->last_seen;
+}
+
+static const char *const list_head[] = {"ID", "NAME", "DISABLED", "ONLINE",
+					"LAST_ACTIVE (UTC)"};
+
 struct list_out {
 	int json;
-	long n;
 	struct jarray ja;
+	struct table t;
 };
 
 static void
 list_cb(void *arg, const struct registry_device *d)
 {
 	struct list_out *lo = arg;
+	const char *cell[5];
 	char t[40];
 
 	if (lo->json) {
@@ -638,35 +777,43 @@ list_cb(void *arg, const struct registry_device *d)
 		cJSON_AddStringToObject(o, "name", d->name);
 		cJSON_AddBoolToObject(o, "disabled", d->disabled);
 		cJSON_AddBoolToObject(o, "online", d->online);
-		if (d->last_seen > 0)
-			json_int(o, "last_seen", d->last_seen);
+		if (last_activity(d) > 0)
+			json_int(o, "last_seen", last_activity(d));
 		else
 			cJSON_AddNullToObject(o, "last_seen");
 		jarray_add(&lo->ja, o);
 		return;
 	}
-	if (lo->n++ == 0)
-		printf("%-24s %-20s %-8s %-6s %s\n", "ID", "NAME", "DISABLED",
-		       "ONLINE", "LAST_SEEN");
-	printf("%-24s %-20s %-8s %-6s %s\n", d->id, d->name[0] ? d->name : "-",
-	       d->disabled ? "yes" : "no", d->online ? "yes" : "no",
-	       iso_time(d->last_seen, t, sizeof(t)));
+	cell[0] = d->id;
+	cell[1] = d->name[0] ? d->name : "-";
+	cell[2] = d->disabled ? "yes" : "no";
+	cell[3] = d->online ? "yes" : "no";
+	cell[4] = d->online ? "now" : iso_time(d->last_seen, t, sizeof(t));
+	table_row(&lo->t, cell);
 }
 
 static int
 cmd_list(const struct opts *o, struct registry *reg)
 {
 	struct list_out lo = {.json = o->json};
-	int rc;
+	int rc, i;
 
+	lo.t.ncols = 5;
+	lo.t.measuring = 1;
+	for (i = 0; i < 5; i++)
+		lo.t.w[i] = strlen(list_head[i]);
+	if (!o->json) {
+		rc = registry_device_list(reg, o->online, list_cb, &lo);
+		if (rc != HUB_OK)
+			return reg_fail(reg, "device list", "", rc);
+		lo.t.measuring = 0;
+		table_row(&lo.t, list_head);
+	}
 	rc = registry_device_list(reg, o->online, list_cb, &lo);
 	if (rc != HUB_OK)
 		return reg_fail(reg, "device list", "", rc);
 	if (o->json)
 		jarray_end(&lo.ja);
-	else if (lo.n == 0)
-		printf("%-24s %-20s %-8s %-6s %s\n", "ID", "NAME", "DISABLED",
-		       "ONLINE", "LAST_SEEN");
 	return 0;
 }
 
@@ -687,8 +834,8 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 		cJSON_AddStringToObject(j, "name", d.name);
 		cJSON_AddBoolToObject(j, "disabled", d.disabled);
 		cJSON_AddBoolToObject(j, "online", d.online);
-		if (d.last_seen > 0)
-			json_int(j, "last_seen", d.last_seen);
+		if (last_activity(&d) > 0)
+			json_int(j, "last_seen", last_activity(&d));
 		else
 			cJSON_AddNullToObject(j, "last_seen");
 		json_int(j, "created", d.created);
@@ -698,15 +845,16 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 		json_print(j);
 		return 0;
 	}
-	printf("id:        %s\n", d.id);
-	printf("name:      %s\n", d.name[0] ? d.name : "-");
-	printf("disabled:  %s\n", d.disabled ? "yes" : "no");
-	printf("online:    %s\n", d.online ? "yes" : "no");
-	printf("created:   %s\n", iso_time(d.created, t1, sizeof(t1)));
-	printf("last_seen: %s\n", iso_time(d.last_seen, t2, sizeof(t2)));
-	printf("session:   %s\n", d.session[0] ? d.session : "-");
-	printf("hub:       %s\n", d.hub[0] ? d.hub : "-");
-	printf("addr:      %s\n", d.addr[0] ? d.addr : "-");
+	printf("id:          %s\n", d.id);
+	printf("name:        %s\n", d.name[0] ? d.name : "-");
+	printf("disabled:    %s\n", d.disabled ? "yes" : "no");
+	printf("online:      %s\n", d.online ? "yes" : "no");
+	printf("created:     %s\n", iso_time(d.created, t1, sizeof(t1)));
+	printf("last active: %s\n",
+	       d.online ? "now" : iso_time(d.last_seen, t2, sizeof(t2)));
+	printf("session:     %s\n", d.session[0] ? d.session : "-");
+	printf("hub:         %s\n", d.hub[0] ? d.hub : "-");
+	printf("addr:        %s\n", d.addr[0] ? d.addr : "-");
 	return 0;
 }
 
@@ -761,18 +909,20 @@ cmd_rotate(const struct opts *o, struct registry *reg, const char *id)
 	return 0;
 }
 
+static const char *const events_head[] = {
+    "SEQ", "TIME (UTC)", "DEVICE", "KIND", "REASON", "SESSION", "ADDR", "HUB"};
+
 struct events_out {
 	int json;
-	long n;
 	struct jarray ja;
+	struct table t;
 };
-
-#define EVENTS_FMT "%-8s %-24s %-20s %-11s %-11s %-20s %-16s %s\n"
 
 static void
 events_cb(void *arg, const struct registry_event *e)
 {
 	struct events_out *eo = arg;
+	const char *cell[8];
 	char seq[24], t[40];
 
 	if (eo->json) {
@@ -789,34 +939,44 @@ events_cb(void *arg, const struct registry_event *e)
 		jarray_add(&eo->ja, o);
 		return;
 	}
-	if (eo->n++ == 0)
-		printf(EVENTS_FMT, "SEQ", "TIME", "DEVICE", "KIND", "REASON",
-		       "SESSION", "ADDR", "HUB");
 	snprintf(seq, sizeof(seq), "%" PRId64, e->seq);
-	printf(EVENTS_FMT, seq, iso_time(e->ts, t, sizeof(t)), e->device,
-	       registry_kind_name(e->kind), e->reason[0] ? e->reason : "-",
-	       e->session[0] ? e->session : "-", e->addr[0] ? e->addr : "-",
-	       e->hub[0] ? e->hub : "-");
+	cell[0] = seq;
+	cell[1] = iso_time(e->ts, t, sizeof(t));
+	cell[2] = e->device;
+	cell[3] = registry_kind_name(e->kind);
+	cell[4] = e->reason[0] ? e->reason : "-";
+	cell[5] = e->session[0] ? e->session : "-";
+	cell[6] = e->addr[0] ? e->addr : "-";
+	cell[7] = e->hub[0] ? e->hub : "-";
+	table_row(&eo->t, cell);
 }
 
 static int
 cmd_events(const struct opts *o, struct registry *reg)
 {
 	struct events_out eo = {.json = o->json};
-	int rc;
+	int limit = (o->seen & O_LIMIT) ? (int)o->limit : 100;
+	int rc, i;
 
 	if (o->device && (rc = check_id(o->device)))
 		return rc;
-	rc = registry_events(reg, o->device,
-			     (o->seen & O_LIMIT) ? (int)o->limit : 100,
-			     events_cb, &eo);
+	eo.t.ncols = 8;
+	eo.t.measuring = 1;
+	for (i = 0; i < 8; i++)
+		eo.t.w[i] = strlen(events_head[i]);
+	if (!o->json) {
+		rc = registry_events(reg, o->device, limit, events_cb, &eo);
+		if (rc != HUB_OK)
+			return reg_fail(reg, "events",
+					o->device ? o->device : "", rc);
+		eo.t.measuring = 0;
+		table_row(&eo.t, events_head);
+	}
+	rc = registry_events(reg, o->device, limit, events_cb, &eo);
 	if (rc != HUB_OK)
 		return reg_fail(reg, "events", o->device ? o->device : "", rc);
 	if (o->json)
 		jarray_end(&eo.ja);
-	else if (eo.n == 0)
-		printf(EVENTS_FMT, "SEQ", "TIME", "DEVICE", "KIND", "REASON",
-		       "SESSION", "ADDR", "HUB");
 	return 0;
 }
 
@@ -844,25 +1004,156 @@ is_tls_uri(const char *uri)
 }
 
 /*
- * Publishes one message with MQTT 5 and waits for its PUBACK (QoS 1).
- * ttl > 0 adds a message expiry interval. Returns 0 or EXIT_FAIL.
+ * Splits a broker URI into host and port (default by scheme). 0, or -1
+ * with why filled for a URI Paho would refuse or misread.
  */
 static int
-mqtt_publish(const struct opts *o, const char *topic, const char *payload,
-	     size_t len, int qos, int retain, long long ttl)
+split_uri(const char *uri, char *host, size_t hcap, char *port, size_t pcap,
+	  char *why, size_t wcap)
+{
+	static const struct {
+		const char *scheme, *port;
+	} schemes[] = {{"tcp://", "1883"}, {"mqtt://", "1883"},
+		       {"ssl://", "8883"}, {"mqtts://", "8883"},
+		       {"ws://", "80"},	   {"wss://", "443"}};
+	const char *h = NULL, *e, *c;
+	size_t k, n;
+
+	for (k = 0; k < sizeof(schemes) / sizeof(schemes[0]); k++)
+		if (!strncmp(uri, schemes[k].scheme,
+			     strlen(schemes[k].scheme))) {
+			h = uri + strlen(schemes[k].scheme);
+			snprintf(port, pcap, "%s", schemes[k].port);
+			break;
+		}
+	if (!h) {
+		snprintf(why, wcap,
+			 "bad broker URI '%s': want tcp://HOST[:PORT] or "
+			 "ssl://HOST[:PORT]",
+			 uri);
+		return -1;
+	}
+	if (*h == '[') { /* [v6]:port */
+		e = strchr(h, ']');
+		if (!e)
+			goto bad;
+		n = (size_t)(e - h - 1);
+		h++;
+		c = e + 1;
+	} else {
+		c = h + strcspn(h, ":/");
+		n = (size_t)(c - h);
+	}
+	if (n == 0 || n >= hcap)
+		goto bad;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	if (*c == ':') {
+		n = strspn(c + 1, "0123456789");
+		if (n == 0 || n >= pcap || (c[1 + n] && c[1 + n] != '/'))
+			goto bad;
+		memcpy(port, c + 1, n);
+		port[n] = '\0';
+	} else if (*c && *c != '/') {
+		goto bad;
+	}
+	return 0;
+bad:
+	snprintf(why, wcap,
+		 "bad broker URI '%s': want SCHEME://HOST[:PORT], e.g. "
+		 "tcp://127.0.0.1:1883",
+		 uri);
+	return -1;
+}
+
+/*
+ * Paho says only "Failure" when a connect fails: find out what failed
+ * (bad URI, unknown host, refused, silent, or a broker that answered TCP
+ * but not MQTT/TLS) with a resolver call and a TCP probe.
+ */
+static void
+broker_why(const char *uri, char *why, size_t cap)
+{
+	struct addrinfo hints, *res = NULL, *ai;
+	char host[256], port[8];
+	int rc, fd, err = 0, timed_out = 0;
+
+	if (split_uri(uri, host, sizeof(host), port, sizeof(port), why, cap))
+		return;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc) {
+		snprintf(why, cap, "unknown host '%s' (%s)", host,
+			 gai_strerror(rc));
+		return;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		struct pollfd pfd;
+		socklen_t len = sizeof(err);
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			err = 0;
+		} else if (errno != EINPROGRESS) {
+			err = errno;
+		} else {
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			if (poll(&pfd, 1, 3000) <= 0) {
+				timed_out = 1;
+				err = ETIMEDOUT;
+			} else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err,
+					      &len)) {
+				err = errno;
+			}
+		}
+		close(fd);
+		if (!err)
+			break;
+	}
+	freeaddrinfo(res);
+	if (!err)
+		snprintf(why, cap,
+			 "%s:%s accepts TCP but the MQTT%s handshake failed "
+			 "(wrong port, %s, or the broker refused us)",
+			 host, port, is_tls_uri(uri) ? "/TLS" : "",
+			 is_tls_uri(uri) ? "certificate"
+					 : "a TLS port needs ssl://");
+	else if (err == ECONNREFUSED)
+		snprintf(why, cap,
+			 "connection refused by %s:%s (is the broker running "
+			 "and listening there?)",
+			 host, port);
+	else if (timed_out)
+		snprintf(why, cap, "no answer from %s:%s within 3 s", host,
+			 port);
+	else
+		snprintf(why, cap, "cannot reach %s:%s: %s", host, port,
+			 strerror(err));
+}
+
+/* Connects an MQTT 5 client to --broker; 0 or EXIT_FAIL (said why). */
+static int
+mqtt_connect(const struct opts *o, MQTTClient *out)
 {
 	MQTTClient c = NULL;
 	MQTTClient_createOptions co = MQTTClient_createOptions_initializer;
 	MQTTClient_connectOptions conn = MQTTClient_connectOptions_initializer5;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
-	MQTTProperties props = MQTTProperties_initializer;
-	MQTTClient_deliveryToken tok = 0;
 	MQTTResponse r = MQTTResponse_initializer;
-	char cid[64], rnd[REGISTRY_TOKEN_LEN + 1];
-	int rc, ret = EXIT_FAIL, connected = 0, pr;
+	char cid[64], rnd[REGISTRY_TOKEN_LEN + 1], why[512], host[256], port[8];
+	int rc;
 
-	if (len > 268435455u) {
-		errf("payload larger than MQTT allows");
+	*out = NULL;
+	if (split_uri(o->broker, host, sizeof(host), port, sizeof(port), why,
+		      sizeof(why))) {
+		errf("%s", why);
 		return EXIT_FAIL;
 	}
 	if (registry_token_new(rnd) != HUB_OK)
@@ -877,8 +1168,7 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 	if (rc != MQTTCLIENT_SUCCESS) {
 		errf("bad broker URI %s: %s", o->broker,
 		     MQTTClient_strerror(rc));
-		c = NULL;
-		goto out;
+		return EXIT_FAIL;
 	}
 	MQTTClient_setPublished(c, NULL, on_published);
 	conn.keepAliveInterval = 30;
@@ -891,16 +1181,50 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 	conn.ssl = &ssl;
 	r = MQTTClient_connect5(c, &conn, NULL, NULL);
 	if (r.reasonCode != MQTTREASONCODE_SUCCESS) {
-		errf("cannot connect to broker %s: %s", o->broker,
-		     (int)r.reasonCode < 0
-			 ? MQTTClient_strerror((int)r.reasonCode)
-			 : MQTTReasonCode_toString(r.reasonCode));
+		if ((int)r.reasonCode < 0)
+			broker_why(o->broker, why, sizeof(why));
+		else
+			snprintf(why, sizeof(why), "the broker refused: %s",
+				 MQTTReasonCode_toString(r.reasonCode));
+		errf("cannot connect to broker %s: %s", o->broker, why);
 		MQTTResponse_free(r);
-		goto out;
+		MQTTClient_destroy(&c);
+		return EXIT_FAIL;
 	}
 	MQTTResponse_free(r);
-	connected = 1;
+	*out = c;
+	return 0;
+}
 
+static void
+mqtt_close(MQTTClient c)
+{
+	if (!c)
+		return;
+	MQTTClient_disconnect5(c, 1000, MQTTREASONCODE_SUCCESS, NULL);
+	MQTTClient_destroy(&c);
+}
+
+/*
+ * Publishes one message with MQTT 5 and waits for its PUBACK (QoS 1).
+ * ttl > 0 adds a message expiry interval. Returns 0 or EXIT_FAIL.
+ */
+static int
+mqtt_publish(const struct opts *o, const char *topic, const char *payload,
+	     size_t len, int qos, int retain, long long ttl)
+{
+	MQTTClient c = NULL;
+	MQTTProperties props = MQTTProperties_initializer;
+	MQTTClient_deliveryToken tok = 0;
+	MQTTResponse r = MQTTResponse_initializer;
+	int rc, ret = EXIT_FAIL, pr;
+
+	if (len > 268435455u) {
+		errf("payload larger than MQTT allows");
+		return EXIT_FAIL;
+	}
+	if (mqtt_connect(o, &c))
+		return EXIT_FAIL;
 	if (ttl > 0) {
 		MQTTProperty p;
 
@@ -940,12 +1264,41 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 	}
 	ret = 0;
 out:
-	if (connected)
-		MQTTClient_disconnect5(c, 1000, MQTTREASONCODE_SUCCESS, NULL);
+	mqtt_close(c);
 	MQTTProperties_free(&props);
-	if (c)
-		MQTTClient_destroy(&c);
 	return ret;
+}
+
+/*
+ * kick and send act on a device by id through the broker: a typo would be
+ * published into the void. Refuse an id the registry does not know, unless
+ * --force (a device held by a hub with another registry).
+ */
+static int
+check_known(const struct opts *o, const char *cmd, const char *id)
+{
+	struct registry *reg = NULL;
+	struct registry_device d;
+	int rc;
+
+	if (o->force)
+		return 0;
+	rc = open_db(o, 0, &reg);
+	if (rc) {
+		errf("%s: cannot check that %s exists; --force sends without "
+		     "checking",
+		     cmd, id);
+		return rc;
+	}
+	rc = registry_device_get(reg, id, &d);
+	if (rc == HUB_ERR_NOTFOUND)
+		errf("%s: no device %s in registry %s (--force sends anyway, "
+		     "for a device held by a hub with another registry)",
+		     cmd, id, o->db);
+	else if (rc != HUB_OK)
+		reg_fail(reg, cmd, id, rc);
+	registry_close(reg);
+	return rc == HUB_OK ? 0 : EXIT_FAIL;
 }
 
 static int
@@ -955,6 +1308,8 @@ cmd_kick(const struct opts *o, const char *id)
 	char topic[32 + HUB_ID_MAX];
 	int rc;
 
+	if ((rc = check_known(o, "kick", id)))
+		return rc;
 	snprintf(topic, sizeof(topic), "hub/sessions/%s", id);
 	rc = mqtt_publish(o, topic, payload, sizeof(payload) - 1, 1, 0, 0);
 	if (rc == 0 && o->json) {
@@ -963,6 +1318,10 @@ cmd_kick(const struct opts *o, const char *id)
 		cJSON_AddStringToObject(j, "id", id);
 		cJSON_AddBoolToObject(j, "kicked", 1);
 		json_print(j);
+	} else if (rc == 0 && !o->quiet) {
+		printf("kick for %s published to %s (QoS 1, broker "
+		       "acknowledged)\n",
+		       id, topic);
 	}
 	return rc;
 }
@@ -994,6 +1353,8 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 			     sub);
 	if (n >= sizeof(topic))
 		return usage_err("--prefix too long");
+	if ((rc = check_known(o, "send", id)))
+		return rc;
 	rc = mqtt_publish(o, topic, payload, strlen(payload), (int)qos,
 			  o->retain, (o->seen & O_TTL) ? o->ttl : 0);
 	if (rc == 0 && o->json) {
@@ -1004,9 +1365,181 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 		cJSON_AddBoolToObject(j, "retain", o->retain);
 		if (o->seen & O_TTL)
 			json_int(j, "ttl", o->ttl);
+		else
+			cJSON_AddNullToObject(j, "ttl");
 		json_print(j);
+	} else if (rc == 0 && !o->quiet) {
+		printf("published %s (%zu bytes): QoS %ld%s, ", topic,
+		       strlen(payload), qos,
+		       qos ? " (broker acknowledged)"
+			   : " (no acknowledgement)");
+		if (o->retain)
+			printf("retained, expires in %lld s (waits for an "
+			       "offline device)\n",
+			       o->ttl);
+		else if (o->seen & O_TTL)
+			printf("not retained, expires in %lld s (reaches the "
+			       "device only if it is online now)\n",
+			       o->ttl);
+		else
+			printf("not retained, no expiry (reaches the device "
+			       "only if it is online now)\n");
 	}
 	return rc;
+}
+
+/* ---- watch ------------------------------------------------------------ */
+
+static volatile sig_atomic_t watch_stop;
+
+static void
+on_watch_signal(int sig)
+{
+	(void)sig;
+	watch_stop = 1;
+}
+
+/* One line for one status message: time, device, online/offline, details. */
+static void
+watch_line(const struct opts *o, const char *topic, const char *payload,
+	   size_t len, int retained)
+{
+	const char *dev = topic + strlen(o->prefix) + 1, *slash;
+	cJSON *j = cJSON_ParseWithLength(payload, len), *v;
+	char t[40], id[HUB_ID_MAX + 1];
+	size_t n;
+
+	slash = strchr(dev, '/');
+	n = slash ? (size_t)(slash - dev) : strlen(dev);
+	if (n > HUB_ID_MAX)
+		n = HUB_ID_MAX;
+	memcpy(id, dev, n);
+	id[n] = '\0';
+	if (o->json) {
+		cJSON *out = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(out, "device", id);
+		cJSON_AddBoolToObject(out, "retained", retained);
+		if (j)
+			cJSON_AddItemToObject(out, "status", j);
+		else
+			cJSON_AddNullToObject(out, "status");
+		j = NULL;
+		json_print(out);
+		fflush(stdout);
+		return;
+	}
+	if (!j || !cJSON_IsObject(j)) {
+		printf("%s %s ? %.*s\n", iso_time(hub_clock_ms(), t, sizeof(t)),
+		       id, (int)(len > 200 ? 200 : len), payload);
+		goto out;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "ts");
+	printf("%s %s %s",
+	       iso_time(cJSON_IsNumber(v) ? (int64_t)v->valuedouble
+					  : hub_clock_ms(),
+			t, sizeof(t)),
+	       id,
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "online"))
+		   ? "online"
+		   : "offline");
+	{
+		static const char *const keys[] = {"reason", "addr", "hub",
+						   "session"};
+		size_t k;
+
+		for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			v = cJSON_GetObjectItemCaseSensitive(j, keys[k]);
+			if (cJSON_IsString(v))
+				printf(" %s=%s", keys[k], v->valuestring);
+		}
+	}
+	printf("%s\n", retained ? " (retained: state before watch began)" : "");
+out:
+	fflush(stdout);
+	cJSON_Delete(j);
+}
+
+static int
+cmd_watch(const struct opts *o)
+{
+	MQTTClient c = NULL;
+	MQTTSubscribe_options so = MQTTSubscribe_options_initializer;
+	MQTTResponse r = MQTTResponse_initializer;
+	char filter[TOPIC_MAX + HUB_ID_MAX + 64];
+	struct sigaction sa;
+	int rc, ret = EXIT_FAIL;
+
+	if (o->device && (rc = check_id(o->device)))
+		return rc;
+	if (!o->prefix[0] || strchr(o->prefix, '+') || strchr(o->prefix, '#'))
+		return usage_err("invalid --prefix '%s'", o->prefix);
+	snprintf(filter, sizeof(filter), "%s/%s/status", o->prefix,
+		 o->device ? o->device : "+");
+	if (mqtt_connect(o, &c))
+		return EXIT_FAIL;
+	so.retainAsPublished = 1; /* tell live transitions from old state */
+	r = MQTTClient_subscribe5(c, filter, 1, &so, NULL);
+	rc = r.reasonCode;
+	MQTTResponse_free(r);
+	if (rc != 1 && rc != 0) {
+		errf("cannot subscribe to %s: %s", filter,
+		     rc < 0
+			 ? MQTTClient_strerror(rc)
+			 : MQTTReasonCode_toString((enum MQTTReasonCodes)rc));
+		goto out;
+	}
+	if (!o->quiet && !o->json)
+		fprintf(stderr, "hubctl: watching %s on %s (Ctrl-C stops)\n",
+			filter, o->broker);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_watch_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	while (!watch_stop) {
+		MQTTClient_message *m = NULL;
+		char *topic = NULL;
+		int tlen = 0;
+
+		rc = MQTTClient_receive(c, &topic, &tlen, &m, 500);
+		if (rc != MQTTCLIENT_SUCCESS &&
+		    rc != MQTTCLIENT_TOPICNAME_TRUNCATED) {
+			if (watch_stop)
+				break;
+			errf("lost the broker %s: %s", o->broker,
+			     MQTTClient_strerror(rc));
+			goto out;
+		}
+		if (m && topic) {
+			if (m->payloadlen > 0)
+				watch_line(o, topic, m->payload,
+					   (size_t)m->payloadlen, m->retained);
+		}
+		if (m)
+			MQTTClient_freeMessage(&m);
+		if (topic)
+			MQTTClient_free(topic);
+		if (!MQTTClient_isConnected(c)) {
+			errf("lost the broker %s", o->broker);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	mqtt_close(c);
+	return ret;
+}
+
+/* Paho's own version string ("1.3.12"), from MQTTClient_getVersionInfo. */
+static const char *
+paho_version(void)
+{
+	MQTTClient_nameValue *nv = MQTTClient_getVersionInfo();
+
+	for (; nv && nv->name; nv++)
+		if (!strcmp(nv->name, "Version"))
+			return nv->value;
+	return "?";
 }
 
 /* ---- dispatch --------------------------------------------------------- */
@@ -1041,7 +1574,7 @@ run_device(const struct opts *o)
 	arg = o->npos > 2 ? o->pos[2] : NULL;
 	if (arg && strcmp(sub, "import") && (rc = check_id(arg)))
 		return rc;
-	rc = open_db(o, &reg);
+	rc = open_db(o, !strcmp(sub, "add") || !strcmp(sub, "import"), &reg);
 	if (rc)
 		return rc;
 	if (!strcmp(sub, "list"))
@@ -1077,7 +1610,7 @@ run(const struct opts *o)
 		rc = check_cmd(o, "events", 1, O_DEVICE | O_LIMIT);
 		if (rc)
 			return rc;
-		rc = open_db(o, &reg);
+		rc = open_db(o, 0, &reg);
 		if (rc)
 			return rc;
 		rc = cmd_events(o, reg);
@@ -1085,16 +1618,25 @@ run(const struct opts *o)
 		return rc;
 	}
 	if (!strcmp(cmd, "kick")) {
-		rc = check_cmd(o, "kick", 2, 0);
+		rc = check_cmd(o, "kick", 2, O_FORCE | O_QUIET);
 		if (rc || (rc = check_id(o->pos[1])))
 			return rc;
 		return cmd_kick(o, o->pos[1]);
 	}
 	if (!strcmp(cmd, "send")) {
-		rc = check_cmd(o, "send", 4, O_QOS | O_RETAIN | O_TTL);
+		rc = check_cmd(o, "send", 4,
+			       O_QOS | O_RETAIN | O_TTL | O_FORCE | O_QUIET);
 		if (rc || (rc = check_id(o->pos[1])))
 			return rc;
 		return cmd_send(o, o->pos[1], o->pos[2], o->pos[3]);
+	}
+	if (!strcmp(cmd, "watch")) {
+		rc = check_cmd(o, "watch", 1, O_DEVICE | O_QUIET);
+		return rc ? rc : cmd_watch(o);
+	}
+	if (!strcmp(cmd, "init")) {
+		rc = check_cmd(o, "init", 1, O_QUIET);
+		return rc ? rc : cmd_init(o);
 	}
 	return usage_err("unknown command '%s'", cmd);
 }
@@ -1111,6 +1653,11 @@ main(int argc, char **argv)
 	int rc;
 
 	rc = parse_args(argc, argv, &o);
+	if (rc == -2) {
+		printf("hubctl %s (Paho MQTT C %s, SQLite %s)\n", HUB_VERSION,
+		       paho_version(), sqlite3_libversion());
+		return 0;
+	}
 	if (rc < 0 || (rc == 0 && o.npos > 0 && !strcmp(o.pos[0], "help"))) {
 		fputs(usage_text, stdout);
 		return 0;

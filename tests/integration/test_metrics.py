@@ -34,7 +34,7 @@ class TestMetrics(hubfix.HubTest):
                 continue
             if not line or line.startswith("#"):
                 continue
-            self.assertRegex(line, r'^hub_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? '
+            self.assertRegex(line, r'^(hub|process)_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? '
                                    r'[0-9.e+-]+$')
         for n in ("hub_connections", "hub_sessions_accepted_total", "hub_auth_failures_total",
                   "hub_messages_in_total", "hub_uplink_latency_seconds"):
