@@ -48,9 +48,10 @@
 #endif
 
 #define LG_TICK_S 0.01
-#define LG_ACKS_MAX 64	/* downlink ids waiting to be acked, per device */
-#define LG_HBUCKETS 512 /* handshake histogram: 4 sub-buckets per power of 2   \
-			 */
+#define LG_ACKS_MAX 64 /* downlink ids waiting to be acked, per device */
+#define LG_HBUCKETS                                                            \
+	512 /* handshake histogram: 4 sub-buckets per power of 2               \
+	     */
 #define LG_REASONS 12
 #define LG_REASON_LEN 64
 #define LG_MAX_PROCS 64
@@ -79,7 +80,7 @@ static const int close_list[7] = {1000, 1001, 1008, 1009, 4001, 4003, 4004};
 
 struct opts {
 	char url[512], creds[512], json[512], ca[512], servername[256];
-	char topic[128], src_ips[64];
+	char topic[128], src_ips[64], path[256];
 	long n, procs, ramp, max_pending, duration, payload, qos, binary;
 	long storm_at, storm_jitter_ms, reconnect, insecure, quiet, messages;
 	double rate;
@@ -200,14 +201,41 @@ rnd32(void)
 
 /* ---- one child: its devices on one loop ---------------------------------- */
 
+/* --path with {id} and {token} replaced; -1 if it does not fit */
+static int
+expand_path(const char *tpl, const struct lg_dev *d, char *out, size_t cap)
+{
+	size_t n = 0, l;
+	const char *v;
+
+	while (*tpl) {
+		if (!strncmp(tpl, "{id}", 4))
+			v = d->id, tpl += 4;
+		else if (!strncmp(tpl, "{token}", 7))
+			v = d->token, tpl += 7;
+		else {
+			if (n + 1 >= cap)
+				return -1;
+			out[n++] = *tpl++;
+			continue;
+		}
+		l = strlen(v);
+		if (n + l >= cap)
+			return -1;
+		memcpy(out + n, v, l);
+		n += l;
+	}
+	out[n] = 0;
+	return 0;
+}
+
 static void
 dev_connect(struct child *c, struct lg_dev *d, uint64_t now)
 {
 	struct lws_client_connect_info ci;
 	char path[400];
 
-	if ((size_t)snprintf(path, sizeof(path), "/v1/devices/%s", d->id) >=
-	    sizeof(path))
+	if (expand_path(c->o->path, d, path, sizeof(path)))
 		return;
 	memset(&ci, 0, sizeof(ci));
 	ci.context = c->ctx;
@@ -787,6 +815,7 @@ parse_args(struct opts *o, int argc, char **argv)
 	o->reconnect = 1;
 	o->storm_jitter_ms = 5000;
 	snprintf(o->topic, sizeof(o->topic), "telemetry");
+	snprintf(o->path, sizeof(o->path), "/v1/devices/{id}");
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *s = NULL;
@@ -823,6 +852,8 @@ parse_args(struct opts *o, int argc, char **argv)
 			s = o->ca, cap = sizeof(o->ca);
 		else if (!strcmp(a, "--servername"))
 			s = o->servername, cap = sizeof(o->servername);
+		else if (!strcmp(a, "--path"))
+			s = o->path, cap = sizeof(o->path);
 		else if (!strcmp(a, "--topic"))
 			s = o->topic, cap = sizeof(o->topic);
 		else if (!strcmp(a, "--src-ips"))
