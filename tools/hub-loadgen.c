@@ -677,6 +677,8 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_LIBEV;
 	info.foreign_loops = foreign;
 	info.fd_limit_per_thread = (unsigned)ndev + 64;
+	/* a handshake queued behind a busy server is not a failure yet */
+	info.timeout_secs = 60;
 	if (o->ca[0])
 		info.client_ssl_ca_filepath = o->ca;
 	lws_set_log_level(0, NULL);
@@ -783,7 +785,8 @@ usage(FILE *f)
 	    "  --src-ips A.B.C.X-Y  bind child i to A.B.C.(X + i %% (Y-X+1))\n"
 	    "  --ramp R           new connections per second, all "
 	    "processes (1000)\n"
-	    "  --max-pending K    handshakes in flight per process (256)\n"
+	    "  --max-pending K    handshakes in flight per process (64): more\n"
+		"                     only queues in the server and times out\n"
 	    "  --rate M           messages per second per device (0)\n"
 	    "  --qos 0|1 --payload BYTES (64) --binary --topic T "
 	    "(telemetry)\n"
@@ -810,7 +813,7 @@ parse_args(struct opts *o, int argc, char **argv)
 
 	memset(o, 0, sizeof(*o));
 	o->ramp = 1000;
-	o->max_pending = 256;
+	o->max_pending = 64;
 	o->payload = 64;
 	o->reconnect = 1;
 	o->storm_jitter_ms = 5000;
