@@ -850,6 +850,7 @@ main(int argc, char **argv)
 		info.client_ssl_cert_mem = pem;
 		info.client_ssl_cert_mem_len = (unsigned int)pem_len;
 #else
+		(void)pem_len;
 		info.client_ssl_cert_filepath = d->o.cert;
 		info.client_ssl_private_key_filepath = d->o.key;
 #endif
