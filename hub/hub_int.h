@@ -61,6 +61,8 @@ struct sess {
 	uint32_t next_cmd_id;
 	uint64_t last_rx_ms; /* monotonic */
 	int peer_closed;     /* got a close frame */
+	int superseded; /* a newer session of the device exists: no presence */
+	int online_out; /* its online status is queued: uplink may flow */
 	/* our close, if any: code for the close frame, reason for the row */
 	int close_code;
 	const char *close_reason;
@@ -106,6 +108,8 @@ struct worker {
 	uint64_t next_handle;
 	uint32_t session_counter;
 	uint32_t session_salt;
+	/* the bridge's counters at the last sample (hub__sample_gauges) */
+	struct bridge_stats seen;
 
 	/* drain on SIGTERM */
 	int draining;
