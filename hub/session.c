@@ -982,9 +982,15 @@ hub__service_wake(struct worker *w)
 			on_session_ev(w, e);
 			break;
 		case BRIDGE_EV_LINK:
-			hub_log(e->up ? HUB_LOG_INFO : HUB_LOG_WARN,
-				e->up ? "HUB-BROKER-UP" : "HUB-BROKER-DOWN",
-				"%s", w->conf->broker);
+			if (e->up)
+				hub_log(HUB_LOG_INFO, "HUB-BROKER-UP", "%s",
+					w->conf->broker);
+			else
+				hub_log(HUB_LOG_WARN, "HUB-BROKER-DOWN",
+					"%s: %.*s", w->conf->broker,
+					(int)(e->len < 300 ? e->len : 300),
+					e->len ? (const char *)e->payload
+					       : "connection lost");
 			break;
 		}
 		bridge_ev_free(e);
