@@ -351,9 +351,29 @@ on_conn_ok5(void *ctx, MQTTAsync_successData5 *r)
 	cb_push(ctx, BRIDGE_CB_CONN_OK, rm);
 }
 
+/* Paho's thread: keeps the words of a failed connect for the log. */
+static void
+note_conn_err(struct bridge *b, int code, const char *msg, int reason)
+{
+	char buf[sizeof(b->conn_err)];
+
+	if (msg && *msg)
+		snprintf(buf, sizeof(buf), "%s", msg);
+	else if (reason > 0)
+		snprintf(buf, sizeof(buf), "refused by the broker: %s",
+			 MQTTReasonCode_toString((enum MQTTReasonCodes)reason));
+	else
+		snprintf(buf, sizeof(buf), "%s", MQTTAsync_strerror(code));
+	pthread_mutex_lock(&b->lock);
+	memcpy(b->conn_err, buf, sizeof(buf));
+	pthread_mutex_unlock(&b->lock);
+}
+
 static void
 on_conn_fail5(void *ctx, MQTTAsync_failureData5 *r)
 {
+	note_conn_err(ctx, r ? r->code : 0, r ? r->message : NULL,
+		      r ? (int)r->reasonCode : 0);
 	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0);
 }
 
@@ -366,6 +386,7 @@ on_conn_ok3(void *ctx, MQTTAsync_successData *r)
 static void
 on_conn_fail3(void *ctx, MQTTAsync_failureData *r)
 {
+	note_conn_err(ctx, r ? r->code : 0, r ? r->message : NULL, 0);
 	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0);
 }
 
@@ -551,7 +572,18 @@ flush_events(struct bridge *b)
 	struct bridge_ev *e;
 	int pushed = 0, blocked = 0;
 
-	while (b->link_len) {
+	if (b->down_report[0]) {
+		e = ev_new(BRIDGE_EV_LINK, NULL, NULL, b->down_report,
+			   strlen(b->down_report));
+		if (e && hub_queue_push(b->evq, e) == HUB_OK) {
+			b->down_report[0] = '\0';
+			pushed++;
+		} else {
+			free(e);
+			blocked = 1;
+		}
+	}
+	while (!blocked && b->link_len) {
 		e = ev_new(BRIDGE_EV_LINK, NULL, NULL, NULL, 0);
 		if (!e) {
 			blocked = 1;
@@ -618,6 +650,7 @@ link_lost(struct bridge *b)
 	b->link = BRIDGE_DOWN;
 	atomic_store(&b->connected, 0);
 	push_link(b, 0);
+	b->down_since_us = b->down_reported_us = now_us();
 	/* Paho forgets what it had (clean start): take every send back; a
 	 * QoS 0 message may or may not have been written, and is not kept */
 	for (m = b->inflight.head; m; m = next) {
@@ -681,7 +714,12 @@ do_connect(struct bridge *b)
 		will.qos = 1;
 		co->will = &will;
 	}
-	if (bridge__uri_parse(b->broker, host, sizeof(host), &port, &tls) ==
+	if (b->nuris > 1) {
+		/* failover: Paho tries them in order on each connect */
+		co->serverURIs = b->uris;
+		co->serverURIcount = b->nuris;
+	}
+	if (bridge__uri_parse(b->uris[0], host, sizeof(host), &port, &tls) ==
 		HUB_OK &&
 	    tls) {
 		ssl.verify = 1; /* host name check; system trust store */
@@ -722,7 +760,14 @@ link_up(struct bridge *b, int receive_max)
 	atomic_store(&b->connected, 1);
 	atomic_fetch_add(&b->st_connects, 1);
 	push_link(b, 1);
-	bridge__set_nodelay(b->broker);
+	b->down_since_us = b->down_reported_us = 0;
+	b->down_report[0] = '\0';
+	{
+		int i;
+
+		for (i = 0; i < b->nuris; i++)
+			bridge__set_nodelay(b->uris[i]);
+	}
 	if (b->node_topic && !b->online_msg && b->phase <= BRIDGE_DRAIN)
 		b->online_msg = node_status_msg(b, "online");
 	bridge__subs_resubscribe(b);
@@ -871,6 +916,31 @@ pump(struct bridge *b)
 
 /* ---- callbacks, on the bridge thread -------------------------------- */
 
+/*
+ * A connect failed: said at once the first time (at start, or after the
+ * link was lost), then every BRIDGE_DOWN_REPORT_S while it lasts, with
+ * Paho's reason. The service thread logs it (HUB-BROKER-DOWN).
+ */
+static void
+report_down(struct bridge *b)
+{
+	uint64_t now = now_us();
+	char why[sizeof(b->conn_err)];
+
+	if (!b->down_since_us)
+		b->down_since_us = now;
+	else if (b->down_reported_us &&
+		 now - b->down_reported_us < BRIDGE_DOWN_REPORT_S * 1000000ull)
+		return;
+	b->down_reported_us = now;
+	pthread_mutex_lock(&b->lock);
+	memcpy(why, b->conn_err, sizeof(why));
+	pthread_mutex_unlock(&b->lock);
+	snprintf(b->down_report, sizeof(b->down_report),
+		 "%s; unreachable for %llu s", why[0] ? why : "connect failed",
+		 (unsigned long long)((now - b->down_since_us) / 1000000u));
+}
+
 static void
 handle_cb(struct bridge *b, const struct bridge_cb *c)
 {
@@ -917,6 +987,7 @@ handle_cb(struct bridge *b, const struct bridge_cb *c)
 		if (b->link == BRIDGE_CONNECTING) {
 			b->link = BRIDGE_DOWN;
 			schedule_reconnect(b);
+			report_down(b);
 		}
 		break;
 	case BRIDGE_CB_LOST:
@@ -1139,17 +1210,15 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	MQTTAsync_createOptions *co;
 	pthread_condattr_t ca;
 	struct bridge *b = NULL;
-	char host[256];
-	unsigned port;
-	int tls, i, rc;
+	int i, rc;
 	size_t nt;
 
 	if (err && errlen)
 		err[0] = '\0';
 	if (!cfg || !cfg->broker ||
-	    bridge__uri_parse(cfg->broker, host, sizeof(host), &port, &tls) !=
-		HUB_OK) {
-		fail(err, errlen, "bad broker URI");
+	    bridge_uri_list_check(cfg->broker, err, errlen) != HUB_OK) {
+		if (err && errlen && !err[0])
+			fail(err, errlen, "bad broker URI");
 		goto fail;
 	}
 	if (!name_ok(cfg->hub_id, 0)) {
@@ -1186,6 +1255,15 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	b->wake = wake;
 	b->wake_arg = arg;
 	b->broker = dup_str(cfg->broker);
+	if (b->broker) {
+		char *save = NULL, *tok, *copy = dup_str(cfg->broker);
+
+		for (tok = copy ? strtok_r(copy, ", ", &save) : NULL;
+		     tok && b->nuris < BRIDGE_URIS_MAX;
+		     tok = strtok_r(NULL, ", ", &save))
+			b->uris[b->nuris++] = dup_str(tok);
+		free(copy);
+	}
 	b->user = dup_str(cfg->user);
 	b->password = dup_str(cfg->password);
 	b->hub_id = dup_str(cfg->hub_id);
@@ -1207,8 +1285,9 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	b->evq = hub_queue_new(BRIDGE_EVQ_CAP);
 	if (!b->broker || (cfg->user && !b->user) ||
 	    (cfg->password && !b->password) || !b->hub_id || !b->client_id ||
-	    !b->prefix || (cfg->node_status && !b->node_topic) || !b->slots ||
-	    !b->cbs || !b->evq || bridge__subs_init(&b->subs) != HUB_OK) {
+	    !b->prefix || !b->nuris || !b->uris[b->nuris - 1] ||
+	    (cfg->node_status && !b->node_topic) || !b->slots || !b->cbs ||
+	    !b->evq || bridge__subs_init(&b->subs) != HUB_OK) {
 		fail(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1226,7 +1305,7 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	co->MQTTVersion =
 	    b->mqtt_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
 	co->restoreMessages = 0;
-	rc = MQTTAsync_createWithOptions(&b->cli, b->broker, b->client_id,
+	rc = MQTTAsync_createWithOptions(&b->cli, b->uris[0], b->client_id,
 					 MQTTCLIENT_PERSISTENCE_NONE, NULL, co);
 	if (rc != MQTTASYNC_SUCCESS) {
 		b->cli = NULL;
@@ -1246,6 +1325,59 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 fail:
 	bridge_free(b);
 	return NULL;
+}
+
+int
+bridge_uri_list_check(const char *list, char *err, size_t errlen)
+{
+	const char *p = list, *end;
+	char one[300], host[256];
+	unsigned port;
+	int tls, n = 0;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!list || !*list) {
+		fail(err, errlen, "no broker URI");
+		return HUB_ERR_INVAL;
+	}
+	for (; *p; p = *end ? end + 1 : end) {
+		size_t l;
+
+		while (*p == ' ')
+			p++;
+		end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		l = (size_t)(end - p);
+		while (l && p[l - 1] == ' ')
+			l--;
+		if (!l || l >= sizeof(one)) {
+			fail(err, errlen,
+			     "an empty or overlong URI in the list");
+			return HUB_ERR_INVAL;
+		}
+		memcpy(one, p, l);
+		one[l] = '\0';
+		if (++n > BRIDGE_URIS_MAX) {
+			fail(err, errlen, "more than 8 broker URIs");
+			return HUB_ERR_INVAL;
+		}
+		/* a scheme is required: "bogus" is not a broker */
+		if (!strstr(one, "://") ||
+		    bridge__uri_parse(one, host, sizeof(host), &port, &tls) !=
+			HUB_OK ||
+		    !host[0]) {
+			if (err && errlen)
+				snprintf(err, errlen,
+					 "'%s' is not a broker URI "
+					 "(tcp://HOST[:PORT], mqtt://, ssl:// "
+					 "or mqtts://)",
+					 one);
+			return HUB_ERR_INVAL;
+		}
+	}
+	return HUB_OK;
 }
 
 int
@@ -1414,6 +1546,7 @@ void
 bridge_free(struct bridge *b)
 {
 	void *e;
+	int i;
 
 	if (!b)
 		return;
@@ -1436,6 +1569,8 @@ bridge_free(struct bridge *b)
 	free(b->slots);
 	free(b->cbs);
 	free(b->broker);
+	for (i = 0; i < b->nuris; i++)
+		free(b->uris[i]);
 	free(b->user);
 	free(b->password);
 	free(b->hub_id);

@@ -112,7 +112,7 @@ struct bridge_ev {
 	int qos;
 	int retained; /* command came retained (offline command): clear on ack
 		       */
-	int up;
+	int up;	      /* LINK: up = 0 may carry the reason as payload (text) */
 	char device[HUB_ID_MAX + 1];
 	char *topic;   /* device-relative ("cmd/reboot"), inside data[];
 			  NULL for ACK, NACK, LINK, SESSION */
@@ -140,6 +140,13 @@ struct bridge_stats {
 struct bridge *bridge_new(const struct bridge_config *cfg,
 			  void (*wake)(void *arg), void *arg, char *err,
 			  size_t errlen);
+/*
+ * Checks a --broker value: a comma list of up to 8 URIs, each
+ * tcp://HOST[:PORT], mqtt://, ssl:// or mqtts:// (the list is tried in
+ * order: failover). HUB_OK, or HUB_ERR_INVAL with the reason in err.
+ * Pure; any thread.
+ */
+int bridge_uri_list_check(const char *list, char *err, size_t errlen);
 /* Starts the bridge thread, which connects and reconnects with backoff. */
 int bridge_start(struct bridge *b);
 /*

@@ -32,6 +32,8 @@
 #define BRIDGE_BACKOFF_CAP 10000  /* ms */
 #define BRIDGE_KEEPALIVE 30	  /* s */
 #define BRIDGE_CONNECT_TIMEOUT 10 /* s */
+#define BRIDGE_DOWN_REPORT_S 30	  /* "broker down" said again this often */
+#define BRIDGE_URIS_MAX 8	  /* --broker failover list */
 
 /* Topic buffer: prefix + '/' + id + '/' + device topic + NUL. */
 #define BRIDGE_FULL_TOPIC_MAX                                                  \
@@ -106,6 +108,8 @@ enum bridge_phase {
 struct bridge {
 	/* immutable */
 	char *broker, *user, *password, *hub_id, *client_id, *prefix;
+	char *uris[BRIDGE_URIS_MAX]; /* broker split at commas */
+	int nuris;
 	char *node_topic; /* hub/nodes/{hub_id}/status, or NULL */
 	int mqtt_version;
 	size_t max_pending;
@@ -127,6 +131,7 @@ struct bridge {
 	int cb_overflow;
 	int stop_req;
 	uint64_t stop_deadline_us;
+	char conn_err[160]; /* why the last connect failed (Paho's words) */
 
 	/* atomic */
 	atomic_int connected, closing, woken;
@@ -155,6 +160,9 @@ struct bridge {
 	struct bridge_msg *offline_msg;
 	int link_ring[16]; /* BRIDGE_EV_LINK values to report */
 	unsigned link_head, link_len;
+	/* down since (0: up or never tried); last report; what to report */
+	uint64_t down_since_us, down_reported_us;
+	char down_report[256]; /* a pending BRIDGE_EV_LINK down with reason */
 	struct bridge_subs subs;
 	int stop_rc;
 };

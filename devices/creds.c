@@ -219,6 +219,36 @@ registry_creds_free(struct registry_creds *c)
 	free(c);
 }
 
+int
+registry_creds_refresh(struct registry *reg, int64_t *data_version,
+		       int64_t *devices_rev, struct registry_creds **out)
+{
+	int64_t dv, rev;
+	int err;
+
+	if (out)
+		*out = NULL;
+	if (!reg || !data_version || !devices_rev || !out)
+		return HUB_ERR_INVAL;
+	err = registry_data_version(reg, &dv);
+	if (err != HUB_OK || dv == *data_version)
+		return err;
+	err = registry_devices_rev(reg, &rev);
+	if (err != HUB_OK)
+		return err;
+	if (rev == *devices_rev) {
+		/* another connection wrote sessions or events: no reload */
+		*data_version = dv;
+		return HUB_OK;
+	}
+	err = registry_creds_load(reg, out);
+	if (err != HUB_OK)
+		return err;
+	*data_version = dv;
+	*devices_rev = rev;
+	return HUB_OK;
+}
+
 size_t
 registry_creds_count(const struct registry_creds *c)
 {

@@ -71,6 +71,10 @@ static const char *const stmt_sql[ST__COUNT] = {
 	" WHERE s.ended IS NULL AND s.hub = ?1"
 	" AND (s.worker = ?2 OR (?3 >= 0 AND s.worker >= ?3))"
 	" ORDER BY s.started, s.session",
+    [ST_SES_SUPERSEDED] =
+	"SELECT EXISTS(SELECT 1 FROM sessions s, sessions o"
+	" WHERE s.session = ?1 AND o.device = s.device AND o.ended IS NULL"
+	" AND o.session <> s.session AND o.started >= s.started)",
     [ST_EV_INSERT] = "INSERT INTO events(device, kind, reason, ts, session,"
 		     " addr, hub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_EV_ALL] = EVENT_SELECT "ORDER BY seq DESC LIMIT ?1",

@@ -141,6 +141,15 @@ int registry_session_open(struct registry *reg,
  */
 int registry_session_close(struct registry *reg, const char *session,
 			   const char *reason, int64_t ts, int64_t *seq);
+/*
+ * *newer = 1 if the device of `session` has another open session that
+ * started no earlier than it (the question crash repair asks too): then
+ * an offline status for `session` would override its successor's online
+ * one, and none is due. Works on a closed session row as well. Writer
+ * thread (any one connection); HUB_OK or a registry error.
+ */
+int registry_session_superseded(struct registry *reg, const char *session,
+				int *newer);
 /* An 'auth_failed' event (device may be an unknown id; reason e.g.
  * "bad_token"). */
 int registry_auth_failed(struct registry *reg, const char *device,
@@ -176,6 +185,16 @@ int registry_devices_rev(struct registry *reg, int64_t *out);
 struct registry_creds;
 int registry_creds_load(struct registry *reg, struct registry_creds **out);
 void registry_creds_free(struct registry_creds *c);
+/*
+ * What the credential cache's owner polls: *out = a new snapshot if the
+ * devices changed since (*data_version, *devices_rev), else NULL. The two
+ * marks advance only with a snapshot that loaded: a read that fails (busy,
+ * interrupted, out of memory) leaves them, so the next call tries again
+ * and a change is never skipped. HUB_OK (with or without a snapshot) or
+ * the error of the failed read. The thread that owns reg; caller frees.
+ */
+int registry_creds_refresh(struct registry *reg, int64_t *data_version,
+			   int64_t *devices_rev, struct registry_creds **out);
 size_t registry_creds_count(const struct registry_creds *c);
 
 /*

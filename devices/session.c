@@ -205,6 +205,28 @@ out:
 }
 
 int
+registry_session_superseded(struct registry *reg, const char *session,
+			    int *newer)
+{
+	sqlite3_stmt *s;
+	int rc, err = HUB_OK;
+
+	if (newer)
+		*newer = 0;
+	if (!reg || !newer || !session || !fits(session, REGISTRY_SESSION_MAX))
+		return HUB_ERR_INVAL;
+	s = registry__stmt(reg, ST_SES_SUPERSEDED);
+	sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*newer = sqlite3_column_int(s, 0) != 0;
+	else
+		err = registry__sqlerr(reg, rc);
+	registry__reset(s);
+	return err;
+}
+
+int
 registry_auth_failed(struct registry *reg, const char *device, const char *addr,
 		     const char *hub, const char *reason, int64_t ts)
 {

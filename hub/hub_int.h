@@ -61,6 +61,8 @@ struct sess {
 	uint32_t next_cmd_id;
 	uint64_t last_rx_ms; /* monotonic */
 	int peer_closed;     /* got a close frame */
+	int superseded; /* a newer session of the device exists: no presence */
+	int online_out; /* its online status is queued: uplink may flow */
 	/* our close, if any: code for the close frame, reason for the row */
 	int close_code;
 	const char *close_reason;
@@ -87,6 +89,8 @@ struct pending_auth {
 
 struct worker {
 	const struct conf *conf;
+	int argc; /* hubd's, to re-read the configuration on SIGHUP */
+	char **argv;
 	int index, nworkers;
 	struct metrics *metrics;
 	struct metrics_slot *m;
@@ -108,6 +112,8 @@ struct worker {
 	uint64_t next_handle;
 	uint32_t session_counter;
 	uint32_t session_salt;
+	/* the bridge's counters at the last sample (hub__sample_gauges) */
+	struct bridge_stats seen;
 
 	/* drain on SIGTERM */
 	int draining;
@@ -140,8 +146,27 @@ int hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 int hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		     const char *body, size_t len, unsigned retry_after);
 
-/* worker.c */
+/* worker.c: runs worker `index` until it drained; the exit code. It writes
+ * 'R' to ready_fd once it listens and its threads run. */
 int hub__worker_run(const struct conf *c, int index, int nworkers,
-		    struct metrics *metrics);
+		    struct metrics *metrics, int ready_fd, int argc,
+		    char **argv);
+
+/* 0 if the PEM certificate and key parse and belong together, else an
+ * mbedTLS code and why. Any thread. */
+int hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap);
+
+/* instance.c: one hubd per --listen, --http, and --db + --hub-id */
+struct hub_instance {
+	int fd_listen, fd_http, fd_db;
+};
+/*
+ * Claims this instance's names and checks the listeners are free. HUB_OK,
+ * or HUB_ERR_EXISTS naming the other instance (and its pid) in err, or
+ * HUB_ERR_IO. Supervisor, before the fork; the workers inherit the claims.
+ */
+int hub__instance_claim(const struct conf *c, struct hub_instance *in,
+			char *err, size_t errlen);
+void hub__instance_release(struct hub_instance *in);
 
 #endif

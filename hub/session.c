@@ -176,6 +176,35 @@ free_queues(struct sess *s)
 	s->rx_cap = 0;
 }
 
+/* ---- presence: which session of a device is current ------------------- */
+
+/*
+ * The one owner of the question "which session of device X is current, and
+ * may this close publish presence?". Every path that learns of a newer
+ * session of the device calls sess_supersede(): a new session on this
+ * worker (on_established), or the hub/sessions announcement of one on
+ * another worker or hub (on_session_ev). It applies in any state: live, or
+ * already closing - kicked or disabled with its socket full or its peer
+ * dead, which can last until the idle timeout. A superseded session closes
+ * as "replaced" and publishes no presence, because its successor already
+ * published "online" and an "offline" with a higher seq would override it.
+ * on_closed asks sess_publishes_presence(); the registry writer confirms
+ * the answer against the registry before it publishes (writer.c,
+ * confirm_offline: "is there a newer open session?").
+ */
+static void
+sess_supersede(struct sess *s)
+{
+	s->superseded = 1;
+	sess_close(s, 4001, "replaced"); /* a closing one keeps its code */
+}
+
+static int
+sess_publishes_presence(const struct sess *s)
+{
+	return !s->superseded;
+}
+
 /* ---- authentication (before the upgrade) ------------------------------ */
 
 static int
@@ -465,9 +494,12 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	old = map_find(w, s->device);
 	if (old) {
 		map_remove(w, old);
-		sess_close(old, 4001, "replaced");
+		sess_supersede(old);
 	}
 	map_insert(w, s);
+	/* nothing of the device reaches the broker before its online status:
+	 * reading resumes once the writer has queued it (on_opened) */
+	lws_rx_flow_control(wsi, 0);
 	w->nsessions++;
 	metrics_add(w->m, M_SESSIONS_ACCEPTED, 1);
 	metrics_add(w->m, M_CONNECTIONS, 1);
@@ -475,14 +507,20 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	memset(&it, 0, sizeof(it));
 	it.kind = WRITER_OPEN;
 	it.publish = 1;
+	it.sess = s->handle;
 	it.ts = s->started_ms;
 	memcpy(it.device, s->device, sizeof(it.device));
 	memcpy(it.session, s->session, sizeof(it.session));
 	memcpy(it.addr, s->addr, sizeof(it.addr));
-	if (writer_submit(w->writer, &it))
+	/* the announcement first: it is what closes an older session
+	 * elsewhere, and may travel while the registry commits */
+	announce(w, s);
+	if (writer_submit(w->writer, &it)) {
 		hub_log(HUB_LOG_ERR, "HUB-REG-FULL", "session row of %s lost",
 			s->device);
-	announce(w, s);
+		s->online_out = 1;
+		lws_rx_flow_control(wsi, 1);
+	}
 	hub_log(HUB_LOG_DEBUG, "HUB-SESS-OPEN", "device=%s session=%s addr=%s",
 		s->device, s->session, s->addr);
 	return 0;
@@ -491,6 +529,8 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 static const char *
 close_reason(struct worker *w, struct sess *s)
 {
+	if (s->superseded)
+		return "replaced";
 	if (s->close_reason)
 		return s->close_reason;
 	if (w->draining)
@@ -539,7 +579,7 @@ on_closed(struct worker *w, struct sess *s)
 	}
 	memset(&it, 0, sizeof(it));
 	it.kind = WRITER_CLOSE;
-	it.publish = strcmp(reason, "replaced") != 0;
+	it.publish = sess_publishes_presence(s);
 	it.ts = hub_clock_ms();
 	memcpy(it.device, s->device, sizeof(it.device));
 	memcpy(it.session, s->session, sizeof(it.session));
@@ -879,7 +919,8 @@ on_session_ev(struct worker *w, struct bridge_ev *e)
 	const cJSON *op, *sid, *ts;
 	cJSON *root;
 
-	if (!s || s->state != SESS_LIVE)
+	/* a closing session too: a newer one elsewhere supersedes it */
+	if (!s || s->state == SESS_NEW)
 		return;
 	root = cJSON_ParseWithLength(e->payload, e->len);
 	if (!root)
@@ -899,7 +940,7 @@ on_session_ev(struct worker *w, struct bridge_ev *e)
 			hub_log(HUB_LOG_INFO, "HUB-SESS-REPLACED",
 				"device=%s session=%s by=%s", s->device,
 				s->session, sid->valuestring);
-			sess_close(s, 4001, "replaced");
+			sess_supersede(s);
 		}
 	}
 	cJSON_Delete(root);
@@ -933,6 +974,24 @@ revalidate(struct worker *w)
 	}
 }
 
+/* The online statuses the writer queued: let those sessions' uplink flow. */
+static void
+on_opened(struct worker *w)
+{
+	struct writer_item *l = writer_take_opened(w->writer), *it;
+
+	for (it = l; it; it = it->next) {
+		struct sess *s = map_find(w, it->device);
+
+		if (s && s->handle == it->sess && !s->online_out) {
+			s->online_out = 1;
+			if (s->state == SESS_LIVE)
+				lws_rx_flow_control(s->wsi, 1);
+		}
+	}
+	writer_opened_free(l);
+}
+
 void
 hub__service_wake(struct worker *w)
 {
@@ -941,6 +1000,7 @@ hub__service_wake(struct worker *w)
 	struct sess *s;
 
 	__atomic_store_n(&w->wake_pending, 0, __ATOMIC_RELEASE);
+	on_opened(w);
 	c = writer_take_creds(w->writer);
 	if (c) {
 		registry_creds_free(w->creds);
@@ -985,9 +1045,15 @@ hub__service_wake(struct worker *w)
 			on_session_ev(w, e);
 			break;
 		case BRIDGE_EV_LINK:
-			hub_log(e->up ? HUB_LOG_INFO : HUB_LOG_WARN,
-				e->up ? "HUB-BROKER-UP" : "HUB-BROKER-DOWN",
-				"%s", w->conf->broker);
+			if (e->up)
+				hub_log(HUB_LOG_INFO, "HUB-BROKER-UP", "%s",
+					w->conf->broker);
+			else
+				hub_log(HUB_LOG_WARN, "HUB-BROKER-DOWN",
+					"%s: %.*s", w->conf->broker,
+					(int)(e->len < 300 ? e->len : 300),
+					e->len ? (const char *)e->payload
+					       : "connection lost");
 			break;
 		}
 		bridge_ev_free(e);
@@ -1020,6 +1086,19 @@ hub__drain_step(struct worker *w)
 	}
 }
 
+/*
+ * Adds what a bridge counter gained since the last sample. The slot in
+ * shared memory outlives the worker process; the bridge's counters start
+ * at 0 in each new one, so copying them would make the totals go back.
+ */
+static void
+add_delta(struct worker *w, enum metric k, uint64_t now, uint64_t *seen)
+{
+	if (now > *seen)
+		metrics_add(w->m, k, now - *seen);
+	*seen = now;
+}
+
 void
 hub__sample_gauges(struct worker *w)
 {
@@ -1030,11 +1109,11 @@ hub__sample_gauges(struct worker *w)
 	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t) !!st.connected);
 	metrics_set(w->m, M_WRITER_QUEUE, writer_queue_len(w->writer));
 	metrics_set(w->m, M_DOWNLINK_QUEUED, w->out_bytes);
-	metrics_set(w->m, M_BRIDGE_SENT, st.sent);
-	metrics_set(w->m, M_BRIDGE_ACKED, st.acked);
-	metrics_set(w->m, M_BRIDGE_RESENT, st.resent);
-	metrics_set(w->m, M_BRIDGE_CONNECTS, st.connects);
-	metrics_set(w->m, M_CMDS_REFUSED, st.cmds_dropped);
+	add_delta(w, M_BRIDGE_SENT, st.sent, &w->seen.sent);
+	add_delta(w, M_BRIDGE_ACKED, st.acked, &w->seen.acked);
+	add_delta(w, M_BRIDGE_RESENT, st.resent, &w->seen.resent);
+	add_delta(w, M_BRIDGE_CONNECTS, st.connects, &w->seen.connects);
+	add_delta(w, M_CMDS_REFUSED, st.cmds_dropped, &w->seen.cmds_dropped);
 }
 
 /* ---- the lws protocol callback ---------------------------------------- */

@@ -12,6 +12,9 @@
 #include "tls.h"
 
 #include <ev.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +83,91 @@ on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
 	(void)revents;
 	(void)sw;
 	begin_drain(the_worker);
+}
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+static int
+rng(void *arg, unsigned char *buf, size_t n)
+{
+	(void)arg;
+	return getrandom(buf, n, 0) == (ssize_t)n ? 0 : -1;
+}
+#endif
+
+int
+hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap)
+{
+	mbedtls_x509_crt crt;
+	mbedtls_pk_context pk;
+	int rc;
+
+	mbedtls_x509_crt_init(&crt);
+	mbedtls_pk_init(&pk);
+	rc = mbedtls_x509_crt_parse_file(&crt, cert);
+	if (rc) {
+		snprintf(why, cap, "%s: not a PEM certificate (-0x%04x)", cert,
+			 (unsigned)-rc);
+		goto out;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL, rng, NULL);
+#else
+	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL);
+#endif
+	if (rc) {
+		snprintf(why, cap, "%s: not a PEM key (-0x%04x)", key,
+			 (unsigned)-rc);
+		goto out;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_check_pair(&crt.pk, &pk, rng, NULL);
+#else
+	rc = mbedtls_pk_check_pair(&crt.pk, &pk);
+#endif
+	if (rc)
+		snprintf(why, cap, "%s does not belong to %s", key, cert);
+out:
+	mbedtls_pk_free(&pk);
+	mbedtls_x509_crt_free(&crt);
+	return rc;
+}
+
+/*
+ * SIGHUP: the log level from the configuration, and the TLS certificate
+ * and key re-read from their files into the device vhost in place (lws
+ * swaps them in its SSL context: new handshakes get the new pair, live
+ * sessions are untouched). A pair that does not load is refused and the
+ * old one kept.
+ */
+static void
+on_hup(struct ev_loop *loop, ev_signal *sw, int revents)
+{
+	struct worker *w = the_worker;
+	struct conf next;
+	char why[1400];
+
+	(void)loop;
+	(void)sw;
+	(void)revents;
+	if (conf_load(&next, w->argc, w->argv, why, sizeof(why)) == HUB_OK) {
+		hub_log_set_level((enum hub_log_level)next.log_level);
+		lws_set_log_level(next.log_level >= 3
+				      ? LLL_ERR | LLL_WARN | LLL_NOTICE
+				      : LLL_ERR,
+				  hub_log_lws);
+	}
+	if (w->conf->no_tls)
+		return;
+	if (hub__tls_pair_ok(w->conf->tls_cert, w->conf->tls_key, why,
+			     sizeof(why))) {
+		hub_log(HUB_LOG_ERR, "HUB-TLS-RELOAD",
+			"kept the current certificate: %s", why);
+		return;
+	}
+	lws_tls_cert_updated(w->ctx, w->conf->tls_cert, w->conf->tls_key, NULL,
+			     0, NULL, 0);
+	hub_log(HUB_LOG_INFO, "HUB-TLS-RELOAD", "certificate %s reloaded",
+		w->conf->tls_cert);
 }
 
 static void
@@ -154,13 +242,13 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 
 int
 hub__worker_run(const struct conf *c, int index, int nworkers,
-		struct metrics *metrics)
+		struct metrics *metrics, int ready_fd, int argc, char **argv)
 {
 	struct lws_context_creation_info info;
 	struct bridge_config bc;
 	struct writer_config wc;
 	struct ev_loop *loop;
-	ev_signal sig_term, sig_int;
+	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer tick;
 	char client_id[96], tag[16], err[256];
 	struct worker w;
@@ -175,6 +263,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	w.index = index;
 	w.nworkers = nworkers;
 	w.metrics = metrics;
+	w.argc = argc;
+	w.argv = argv;
 	w.m = &metrics->slot[index];
 	metrics_reset_gauges(w.m);
 	__atomic_store_n(&w.m->pid, getpid(), __ATOMIC_RELAXED);
@@ -276,6 +366,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	ev_signal_start(loop, &sig_term);
 	ev_signal_init(&sig_int, on_signal, SIGINT);
 	ev_signal_start(loop, &sig_int);
+	ev_signal_init(&sig_hup, on_hup, SIGHUP);
+	ev_signal_start(loop, &sig_hup);
 	ev_timer_init(&tick, on_tick, TICK_S, TICK_S);
 	ev_timer_start(loop, &tick);
 	hub_log(
@@ -283,6 +375,12 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	    "worker %d listening on %s:%d (%s), %zu devices, max %d sessions",
 	    index, c->listen_host, c->listen_port, c->no_tls ? "ws" : "wss",
 	    registry_creds_count(w.creds), w.max_sessions);
+	/* the supervisor counts a worker that dies from here on as a crash,
+	 * before it as a start error */
+	if (write(ready_fd, "R", 1) != 1)
+		hub_log(HUB_LOG_WARN, "HUB-START", "ready pipe: lost");
+	close(ready_fd);
+	ready_fd = -1;
 
 	ev_run(loop, 0);
 
@@ -291,14 +389,18 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	ev_timer_stop(loop, &tick);
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
+	ev_signal_stop(loop, &sig_hup);
 	destroy_context(&w);
 	writer_stop(w.writer); /* every offline row written, statuses queued */
 	if (bridge_stop(w.bridge, 10000) != HUB_OK)
 		hub_log(HUB_LOG_ERR, "HUB-FLUSH",
 			"broker did not take every message before exit");
+	hub__sample_gauges(&w); /* the counters' last deltas */
 	hub_log(HUB_LOG_INFO, "HUB-EXIT", "worker %d drained", index);
 	rc = 0;
 out:
+	if (ready_fd >= 0)
+		close(ready_fd);
 	destroy_context(&w);
 	hub_tls_free(w.tls); /* after every TLS connection is gone */
 	if (w.bridge && rc)

@@ -34,7 +34,8 @@ struct writer {
 	int running;
 
 	pthread_mutex_t creds_lock;
-	struct registry_creds *new_creds; /* guarded by creds_lock */
+	struct registry_creds *new_creds;	   /* guarded by creds_lock */
+	struct writer_item *opened, **opened_tail; /* guarded by creds_lock */
 	int64_t data_version, devices_rev;
 };
 
@@ -121,6 +122,7 @@ writer_new(const struct writer_config *cfg, struct bridge *br,
 	w->br = br;
 	w->wake = wake;
 	w->wake_arg = wake_arg;
+	w->opened_tail = &w->opened;
 	pthread_mutex_init(&w->creds_lock, NULL);
 	w->q = hub_queue_new(cfg->queue_cap);
 	if (!w->q) {
@@ -159,6 +161,29 @@ static int
 transient(int rc)
 {
 	return rc == HUB_ERR_BUSY || rc == HUB_ERR_IO || rc == HUB_ERR_NOMEM;
+}
+
+/*
+ * The service thread decided this close may publish presence (no newer
+ * session of the device known to it); the registry has the last word: if
+ * another session of the device is open and newer (another worker of this
+ * hub took it while this one was closing), the offline status would
+ * override that session's online one, so none is published (*seq = 0).
+ */
+static int
+confirm_offline(struct writer *w, const struct writer_item *it, int64_t *seq)
+{
+	int newer = 0, rc;
+
+	rc = registry_session_superseded(w->reg, it->session, &newer);
+	if (rc == HUB_OK && newer) {
+		hub_log(HUB_LOG_DEBUG, "HUB-SESS-SUPERSEDED",
+			"device=%s session=%s: a newer session is open, no "
+			"offline status",
+			it->device, it->session);
+		*seq = 0;
+	}
+	return rc;
 }
 
 /*
@@ -203,6 +228,8 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 							    &w->seq[i]);
 				if (rc == HUB_ERR_NOTFOUND)
 					rc = HUB_OK; /* repaired meanwhile */
+				else if (rc == HUB_OK && it->publish)
+					rc = confirm_offline(w, it, &w->seq[i]);
 				break;
 			case WRITER_AUTH_FAILED:
 				rc = registry_auth_failed(w->reg, it->device,
@@ -246,19 +273,16 @@ static void
 poll_devices(struct writer *w)
 {
 	struct registry_creds *c;
-	int64_t dv, rev;
 
-	if (registry_data_version(w->reg, &dv) || dv == w->data_version)
-		return;
-	w->data_version = dv;
-	if (registry_devices_rev(w->reg, &rev) || rev == w->devices_rev)
-		return;
-	if (registry_creds_load(w->reg, &c)) {
+	/* a failed read moves no mark: tried again in a second */
+	if (registry_creds_refresh(w->reg, &w->data_version, &w->devices_rev,
+				   &c)) {
 		hub_log(HUB_LOG_ERR, "HUB-CREDS-LOAD", "%s",
 			registry_errmsg(w->reg));
 		return;
 	}
-	w->devices_rev = rev;
+	if (!c)
+		return;
 	pthread_mutex_lock(&w->creds_lock);
 	registry_creds_free(w->new_creds);
 	w->new_creds = c;
@@ -279,6 +303,8 @@ writer_main(void *arg)
 	for (;;) {
 		n = hub_queue_wait(w->q, (void **)items, BATCH_MAX, 250);
 		if (n) {
+			struct writer_item *opened = NULL, **tail = &opened;
+
 			apply(w, items, n);
 			for (i = 0; i < n; i++) {
 				struct writer_item *it = items[i];
@@ -288,7 +314,21 @@ writer_main(void *arg)
 					publish_status(w, it,
 						       it->kind == WRITER_OPEN,
 						       w->seq[i]);
-				free(it);
+				if (it->kind == WRITER_OPEN) {
+					/* back to the service thread: the
+					 * session's uplink may flow now */
+					it->next = NULL;
+					*tail = it;
+					tail = &it->next;
+				} else
+					free(it);
+			}
+			if (opened) {
+				pthread_mutex_lock(&w->creds_lock);
+				*w->opened_tail = opened;
+				w->opened_tail = tail;
+				pthread_mutex_unlock(&w->creds_lock);
+				w->wake(w->wake_arg);
 			}
 		} else if (!__atomic_load_n(&w->running, __ATOMIC_ACQUIRE))
 			break; /* closed and drained */
@@ -343,6 +383,30 @@ writer_take_creds(struct writer *w)
 	return c;
 }
 
+struct writer_item *
+writer_take_opened(struct writer *w)
+{
+	struct writer_item *l;
+
+	pthread_mutex_lock(&w->creds_lock);
+	l = w->opened;
+	w->opened = NULL;
+	w->opened_tail = &w->opened;
+	pthread_mutex_unlock(&w->creds_lock);
+	return l;
+}
+
+void
+writer_opened_free(struct writer_item *l)
+{
+	while (l) {
+		struct writer_item *n = l->next;
+
+		free(l);
+		l = n;
+	}
+}
+
 size_t
 writer_queue_len(struct writer *w)
 {
@@ -376,6 +440,7 @@ writer_free(struct writer *w)
 		hub_queue_free(w->q);
 	}
 	registry_creds_free(w->new_creds);
+	writer_opened_free(w->opened);
 	registry_close(w->reg);
 	pthread_mutex_destroy(&w->creds_lock);
 	free(w);

@@ -29,8 +29,10 @@ struct writer;
 enum writer_kind { WRITER_OPEN, WRITER_CLOSE, WRITER_AUTH_FAILED };
 
 struct writer_item {
+	struct writer_item *next; /* writer_take_opened's list */
 	enum writer_kind kind;
-	int publish; /* publish the retained status (0: replaced) */
+	int publish;   /* publish the retained status (0: replaced) */
+	uint64_t sess; /* the service thread's session handle, echoed back */
 	int64_t ts;
 	char device[HUB_ID_MAX + 1];
 	char session[REGISTRY_SESSION_MAX];
@@ -62,6 +64,16 @@ int writer_start(struct writer *w);
 int writer_submit(struct writer *w, const struct writer_item *it);
 /* A new credential snapshot, or NULL. Service thread; caller frees. */
 struct registry_creds *writer_take_creds(struct writer *w);
+/*
+ * The WRITER_OPEN items whose row is committed and whose online status (if
+ * any) is in the bridge's queue, oldest first, linked by ->next; NULL if
+ * none. The service thread lets such a session's uplink through only now,
+ * so that the status reaches the broker before the device's first message
+ * (the bridge keeps the order of its queue). Service thread; free the list
+ * with writer_opened_free().
+ */
+struct writer_item *writer_take_opened(struct writer *w);
+void writer_opened_free(struct writer_item *list);
 size_t writer_queue_len(struct writer *w);
 /* Writes what is queued, stops and joins the thread, closes the db. */
 void writer_stop(struct writer *w);

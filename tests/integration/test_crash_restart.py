@@ -127,6 +127,12 @@ class TestCrashRestart(hubfix.HubTest):
         workers = subprocess.run(["pgrep", "-P", str(hub.proc.pid)], capture_output=True,
                                  text=True).stdout.split()
         self.assertEqual(len(workers), 1, workers)
+        # counters sampled from the bridge (once a second, and on /metrics)
+        counters = ("hub_bridge_sent_total", "hub_bridge_acked_total",
+                    "hub_broker_connects_total", "hub_commands_refused_total",
+                    "hub_sessions_accepted_total")
+        before = hub.metrics()
+        self.assertGreaterEqual(before["hub_bridge_acked_total"], 2, before)
         os.kill(int(workers[0]), signal.SIGKILL)
         for d in ids:
             self.assertIn(clients[d].wait_closed(10), (1006, None))
@@ -141,6 +147,11 @@ class TestCrashRestart(hubfix.HubTest):
         hub.wait_ready()
         m = hub.metrics()
         self.assertEqual(m.get("hub_worker_restarts_total"), 1)
+        # totals never go backwards across a worker restart
+        for k in counters:
+            self.assertGreaterEqual(m[k], before[k], k)
+        self.assertGreaterEqual(m["hub_broker_connects_total"],
+                                before["hub_broker_connects_total"] + 1)
         self.assertEqual(m.get("hub_connections"), 0)
         c = self.connect(hub, "dev1", tok["dev1"])
         c.send_json({"op": "ping"})

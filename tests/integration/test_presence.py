@@ -134,6 +134,48 @@ class TestPresence(hubfix.HubTest):
         c.send_json({"op": "ping"})
         c.wait_op("pong", 5)
 
+    def test_closing_session_superseded_by_reconnect(self):
+        """A session already closing when its device reconnects (kicked
+        while its socket is full: a device that does not read keeps it
+        open until the idle timeout): its late end must not publish an
+        offline status over the new session's online one."""
+        hub = self.start_hub(extra=["--heartbeat", 1, "--idle-timeout", 5])
+        sub = self.mqtt("devices/dev1/status")
+        pub = self.mqtt()
+        old = RawWS(hub.port, "/v1/devices/dev1", self.tok["dev1"])  # never reads
+        self.addCleanup(old.close)
+        on1 = self.wait_status(sub, "dev1", lambda s: s["online"], what="online")
+        # fill the kernel's buffers and the hub's queue for it
+        body = b'"' + b"x" * 4094 + b'"'
+
+        def full():
+            for _ in range(200):
+                pub.c.publish("devices/dev1/cmd/fill", body, qos=0)
+            return hub.metrics().get('hub_drops_total{reason="downlink_queue_full"}', 0) > 0
+        hubfix.wait_until(full, 30, interval=0.1, what="the device's queue full")
+        log_before = len(hub.log_text())
+        self.hubctl("kick", "dev1")
+        hubfix.wait_until(lambda: "HUB-KICK" in hub.log_text()[log_before:], 10,
+                          what="the hub handled the kick")
+        new = self.connect(hub, "dev1", self.tok["dev1"])
+        on2 = self.wait_status(sub, "dev1", lambda s: s["online"] and s["seq"] > on1["seq"],
+                               what="online of the new session")
+        # the old session ends at last (close handshake or idle timeout)
+        def old_row():
+            return next((e for e in self.events(device="dev1")
+                         if e["kind"] == "offline" and e["session"] == on1["session"]), None)
+        row = hubfix.wait_until(old_row, 30, interval=0.2, what="the old session's end")
+        # the writer has handed any status of that end to the bridge with
+        # the commit; the barrier in retained() orders after it at the broker
+        self.assertTrue(new.is_open())
+        st = hubfix.retained_status(self.broker.port, "dev1")
+        self.assertTrue(st["online"], f"retained status says offline while connected: {st}")
+        self.assertEqual(st["session"], on2["session"])
+        late = [s for s in status_msgs(sub, "dev1") if s["seq"] > on2["seq"]]
+        self.assertEqual(late, [], "a status after the new session's online")
+        # relabelled: it ended because a newer session took its place
+        self.assertEqual(row["reason"], "replaced", row)
+
     def test_idle_timeout(self):
         # idle 5 s: a client that answers pings stays even when a loaded
         # machine delays its pongs by seconds

@@ -58,6 +58,37 @@ class TestUplink(hubfix.HubTest):
             self.assertNotIn("id", m.props)
         self.assertFalse(c.ops("err"), c.ops("err"))
 
+    def test_online_status_before_first_message(self):
+        """A subscriber tracking presence never sees data of a device it
+        believes offline: the session's online status reaches the broker
+        before the device's first message, even one sent at once."""
+        hub = self.start_hub()
+        sub = self.mqtt("devices/dev1/#")
+        for n in range(3):
+            before = len(sub.find(lambda m: True))
+            r = RawWS(hub.port, "/v1/devices/dev1", self.tok["dev1"])
+            try:
+                # sent right after the 101, before anything else can happen
+                r.send_frame(0x1, json.dumps({"op": "pub", "topic": "telemetry",
+                                              "payload": {"n": n}}).encode())
+                first = sub.wait_for(lambda m: m.topic == "devices/dev1/telemetry" and
+                                     json.loads(m.payload) == {"n": n}, 10,
+                                     what=f"telemetry {n}")
+                got = sub.find(lambda m: True)[before:]
+                order = [m.topic.rsplit("/", 1)[1] for m in got]
+                self.assertIn("status", order, order)
+                self.assertLess(order.index("status"), order.index("telemetry"),
+                                f"telemetry before the online status: {order}")
+                st = json.loads(got[order.index("status")].payload)
+                self.assertTrue(st["online"], st)
+                self.assertEqual(st["session"], first.props.get("session"))
+            finally:
+                r.close()
+            # its offline status is in before the next round counts
+            sub.wait_for(lambda m: m.topic == "devices/dev1/status" and
+                         json.loads(m.payload)["seq"] > st["seq"], 10,
+                         what="the offline status")
+
     def test_qos1_ack_after_puback(self):
         hub = self.start_hub()
         sub = self.mqtt()

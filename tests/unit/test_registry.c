@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "registry.h"
+#include "registry_int.h" /* the connection, to interrupt its reads */
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -917,7 +918,113 @@ test_repair_superseded(void **state)
 	registry_close(reg);
 }
 
+/* A session that closes after its device reconnected (kicked, then slow to
+ * close): the writer asks whether a newer session is open before it
+ * publishes the offline status. */
+static void
+test_session_superseded(void **state)
+{
+	struct registry *reg = open_mem();
+	int64_t seq;
+	int newer = -1;
+
+	(void)state;
+	add(reg, "d", NULL);
+	open_ses(reg, "d", "OLD", "hubA", 0, 100);
+	assert_int_equal(registry_session_superseded(reg, "OLD", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 0);
+	open_ses(reg, "d", "NEW", "hubA", 0, 200);
+	assert_int_equal(registry_session_superseded(reg, "OLD", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 1);
+	/* closed rows are asked about too: the writer asks after the close */
+	assert_int_equal(
+	    registry_session_close(reg, "OLD", "kicked", 300, &seq), HUB_OK);
+	assert_int_equal(registry_session_superseded(reg, "OLD", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 1);
+	/* the newest one is superseded by nobody */
+	assert_int_equal(registry_session_superseded(reg, "NEW", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 0);
+	/* once the newer one is closed too, the old one is current again in
+	 * the sense that matters: no open successor */
+	assert_int_equal(
+	    registry_session_close(reg, "NEW", "closed", 400, &seq), HUB_OK);
+	assert_int_equal(registry_session_superseded(reg, "OLD", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 0);
+	/* an unknown session has no successor */
+	assert_int_equal(registry_session_superseded(reg, "NOPE", &newer),
+			 HUB_OK);
+	assert_int_equal(newer, 0);
+	registry_close(reg);
+}
+
 /* ---- change counters -------------------------------------------------- */
+
+static int
+interrupt_reads(void *arg)
+{
+	return *(int *)arg;
+}
+
+/* A reload that fails (here: interrupted mid-scan) must not skip the
+ * change: the marks advance only with a snapshot that loaded. */
+static void
+test_creds_refresh_retries_after_failure(void **state)
+{
+	struct tmpdb t;
+	struct registry *poller = NULL, *admin = NULL;
+	struct registry_creds *c = NULL;
+	char err[256], id[16];
+	int64_t dv, rev;
+	int stop = 1, i;
+
+	(void)state;
+	tmpdb_make(&t);
+	assert_int_equal(registry_open(t.path, &poller, err, sizeof(err)),
+			 HUB_OK);
+	assert_int_equal(registry_open(t.path, &admin, err, sizeof(err)),
+			 HUB_OK);
+	assert_int_equal(registry_data_version(poller, &dv), HUB_OK);
+	assert_int_equal(registry_devices_rev(poller, &rev), HUB_OK);
+	/* nothing changed: no snapshot */
+	assert_int_equal(registry_creds_refresh(poller, &dv, &rev, &c), HUB_OK);
+	assert_null(c);
+
+	for (i = 0; i < 300; i++) {
+		snprintf(id, sizeof(id), "d%03d", i);
+		add(admin, id, NULL);
+	}
+	/* the small reads (data_version, the counter) pass; the scan of 300
+	 * devices runs past 200 VM steps and is interrupted */
+	sqlite3_progress_handler(poller->db, 200, interrupt_reads, &stop);
+	{
+		int64_t x;
+
+		assert_int_equal(registry_data_version(poller, &x), HUB_OK);
+		assert_int_equal(registry_devices_rev(poller, &x), HUB_OK);
+		assert_int_not_equal(registry_creds_load(poller, &c), HUB_OK);
+		assert_null(c);
+	}
+	assert_int_not_equal(registry_creds_refresh(poller, &dv, &rev, &c),
+			     HUB_OK);
+	assert_null(c);
+	sqlite3_progress_handler(poller->db, 0, NULL, NULL);
+	/* no write since: the next poll still loads the change */
+	assert_int_equal(registry_creds_refresh(poller, &dv, &rev, &c), HUB_OK);
+	assert_non_null(c);
+	assert_int_equal(registry_creds_count(c), 300);
+	registry_creds_free(c);
+	c = NULL;
+	assert_int_equal(registry_creds_refresh(poller, &dv, &rev, &c), HUB_OK);
+	assert_null(c);
+	registry_close(admin);
+	registry_close(poller);
+	tmpdb_remove(&t);
+}
 
 static void
 test_devices_rev(void **state)
@@ -1074,6 +1181,8 @@ main(void)
 	    cmocka_unit_test(test_events),
 	    cmocka_unit_test(test_repair),
 	    cmocka_unit_test(test_repair_superseded),
+	    cmocka_unit_test(test_session_superseded),
+	    cmocka_unit_test(test_creds_refresh_retries_after_failure),
 	    cmocka_unit_test(test_devices_rev),
 	    cmocka_unit_test(test_data_version),
 	    cmocka_unit_test(test_creds_100k),
