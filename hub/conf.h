@@ -27,10 +27,14 @@ struct conf {
 	int heartbeat, idle_timeout;
 	int max_frame;
 	int rate;
+	int rate_bytes; /* per device per second; burst >= max_frame */
 	int inflight;
 	int auth_fail_limit;
 	int drain;
-	int log_level;	      /* 0 err .. 3 debug */
+	int max_pending_per_addr; /* unauthenticated connections */
+	int handshake_timeout;	  /* s, TLS + upgrade */
+	int events_retention;	  /* days */
+	int log_level;		  /* 0 err .. 3 debug */
 	size_t bridge_buffer; /* device QoS 1 messages held while broker away */
 };
 

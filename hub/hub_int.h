@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #include "authlimit.h"
+#include "pendlimit.h"
+#include "uplimit.h"
 #include "bridge.h"
 #include "conf.h"
 #include "hub_util.h"
@@ -56,8 +58,8 @@ struct sess {
 	char addr[REGISTRY_ADDR_MAX];
 	int64_t started_ms;
 	uint64_t fingerprint; /* credential at auth time */
-	struct hub_bucket bucket;
-	uint32_t inflight; /* QoS 1 uplinks awaiting PUBACK */
+	struct uplimit up;    /* --rate, --rate-bytes */
+	uint32_t inflight;    /* QoS 1 uplinks awaiting PUBACK */
 	uint32_t next_cmd_id;
 	uint64_t last_rx_ms; /* monotonic */
 	int peer_closed;     /* got a close frame */
@@ -94,7 +96,9 @@ struct worker {
 	struct bridge *bridge;
 	struct writer *writer;
 	struct registry_creds *creds;
-	struct authlimit *authlimit;
+	struct authlimit *authlimit; /* shared by every worker of the hub */
+	struct pendlimit *pending_per_addr; /* --max-pending-per-addr */
+	struct uplimit_conf upconf;
 	struct pending_auth pending;
 
 	/* device id -> session */
@@ -140,6 +144,6 @@ int hub__http_answer(struct lws *wsi, int status, const char *ctype,
 
 /* worker.c */
 int hub__worker_run(const struct conf *c, int index, int nworkers,
-		    struct metrics *metrics);
+		    struct metrics *metrics, struct authlimit *authlimit);
 
 #endif

@@ -4,7 +4,8 @@
  * SIGTERM/SIGINT passes the signal on and waits for every worker to drain.
  *
  * Workers share the device and ops listeners (SO_REUSEPORT), the registry
- * file and the metrics region mapped here before the fork. The supervisor
+ * file, and the metrics region and failed-auth table mapped here before
+ * the fork. The supervisor
  * touches no lws, TLS or broker state, so nothing random or connected is
  * inherited by the workers.
  */
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 static struct conf conf;
+static struct authlimit *authlimit; /* shared by the workers: per hub */
 
 static pid_t
 spawn(int index, int nworkers, struct metrics *m, const sigset_t *old)
@@ -35,7 +37,7 @@ spawn(int index, int nworkers, struct metrics *m, const sigset_t *old)
 
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, old, NULL);
-		exit(hub__worker_run(&conf, index, nworkers, m));
+		exit(hub__worker_run(&conf, index, nworkers, m, authlimit));
 	}
 	if (pid > 0)
 		__atomic_store_n(&m->slot[index].pid, pid, __ATOMIC_RELAXED);
@@ -109,8 +111,9 @@ main(int argc, char **argv)
 	registry_close(reg);
 
 	m = metrics_map(nworkers);
-	if (!m) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "cannot map metrics");
+	authlimit = authlimit_new(8192, (unsigned)conf.auth_fail_limit);
+	if (!m || !authlimit) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "cannot map shared memory");
 		return 1;
 	}
 	sigemptyset(&set);
@@ -190,5 +193,6 @@ main(int argc, char **argv)
 	}
 	hub_log(HUB_LOG_INFO, "HUB-EXIT", "hub %s stopped", conf.hub_id);
 	metrics_unmap(m);
+	authlimit_free(authlimit);
 	return failed ? 1 : 0;
 }

@@ -26,6 +26,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* A text frame refused by the rate limit is scanned for its id up to this
+ * size; larger ones are dropped unread (their err names no id). */
+#define RATE_ID_PEEK_MAX 4096
+
 /* ---- the device map -------------------------------------------------- */
 
 int
@@ -189,14 +193,22 @@ refuse(struct worker *w, struct lws *wsi, int status, unsigned retry_after,
 		   : 1; /* 1: lws completes the transaction */
 }
 
+/*
+ * Logs a refused authentication; record: also write an auth_failed event.
+ * Events are kept to one per source address and minute (the first; the
+ * metrics count them all), so failures cannot grow the registry without
+ * bound.
+ */
 static void
 log_auth_failure(struct worker *w, const char *device, const char *addr,
-		 const char *reason)
+		 int record, const char *reason)
 {
 	struct writer_item it;
 
 	hub_log(HUB_LOG_INFO, "HUB-AUTH-FAIL", "device=%s addr=%s reason=%s",
 		device, addr, reason);
+	if (!record)
+		return;
 	memset(&it, 0, sizeof(it));
 	it.kind = WRITER_AUTH_FAILED;
 	it.ts = hub_clock_ms();
@@ -335,7 +347,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	unsigned wait;
 	size_t idlen, toklen = 0;
 	const char *why;
-	int n, rc, st, disabled = 0;
+	int n, rc, st, first, disabled = 0;
 
 	memset(&w->pending, 0, sizeof(w->pending));
 	if (strcasecmp(up, "websocket"))
@@ -373,8 +385,8 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	if (cert_matches(w, wsi, id)) {
 		if (!registry_creds_fingerprint(w->creds, id, &disabled)) {
 			metrics_add(w->m, M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
-			authlimit_fail(w->authlimit, addr, now);
-			log_auth_failure(w, id, addr, "unknown_device");
+			first = authlimit_fail(w->authlimit, addr, now);
+			log_auth_failure(w, id, addr, first, "unknown_device");
 			return refuse(w, wsi, 401, 0,
 				      "unknown device or bad token\n");
 		}
@@ -385,8 +397,8 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 			&toklen);
 	if (rc == HUB_ERR_NOTFOUND) {
 		metrics_add(w->m, M_AUTH_FAIL_NO_CREDENTIALS, 1);
-		authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr, "no_credentials");
+		first = authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr, first, "no_credentials");
 		return refuse(w, wsi, 401, 0, "credentials required\n");
 	}
 	rc = rc ? HUB_ERR_AUTH
@@ -394,7 +406,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
-		log_auth_failure(w, id, addr, "disabled");
+		log_auth_failure(w, id, addr, 1, "disabled");
 		return refuse(w, wsi, 403, 0, "device disabled\n");
 	}
 	if (rc != HUB_OK) {
@@ -405,8 +417,8 @@ checked:
 			    known ? M_AUTH_FAIL_BAD_TOKEN
 				  : M_AUTH_FAIL_UNKNOWN_DEVICE,
 			    1);
-		authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr,
+		first = authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr, first,
 				 known ? "bad_token" : "unknown_device");
 		return refuse(w, wsi, 401, 0, "unknown device or bad token\n");
 	}
@@ -416,6 +428,32 @@ checked:
 	w->pending.fingerprint =
 	    registry_creds_fingerprint(w->creds, id, &disabled);
 	return 0;
+}
+
+/*
+ * --max-pending-per-addr: a connection counts from its accept until it is
+ * upgraded as an authenticated device or closed. Its slot rides on the wsi
+ * (lws's opaque user data survives the protocol binding).
+ */
+static int
+pending_enter(struct worker *w, struct lws *wsi)
+{
+	char addr[REGISTRY_ADDR_MAX];
+	struct pendlimit_slot *slot;
+	int refuse;
+
+	addr[0] = '\0';
+	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	slot = pendlimit_enter(w->pending_per_addr, addr, &refuse);
+	lws_set_opaque_user_data(wsi, slot);
+	return refuse ? -1 : 0; /* -1: lws closes it at once */
+}
+
+static void
+pending_leave(struct lws *wsi)
+{
+	pendlimit_leave(lws_get_opaque_user_data(wsi));
+	lws_set_opaque_user_data(wsi, NULL);
 }
 
 /* ---- session life ---------------------------------------------------- */
@@ -460,8 +498,7 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	snprintf(s->session, sizeof(s->session), "%011llx%04x%02x%06x",
 		 (unsigned long long)s->started_ms, w->session_salt & 0xffff,
 		 (unsigned)w->index & 0xff, ++w->session_counter & 0xffffff);
-	hub_bucket_init(&s->bucket, (uint32_t)w->conf->rate,
-			(uint32_t)s->last_rx_ms);
+	uplimit_init(&s->up, &w->upconf, (uint32_t)s->last_rx_ms);
 	old = map_find(w, s->device);
 	if (old) {
 		map_remove(w, old);
@@ -566,13 +603,6 @@ uplink(struct worker *w, struct sess *s, const char *topic, const void *payload,
 	struct bridge_msg *m;
 	int rc;
 
-	if (!hub_bucket_take(&s->bucket, (uint32_t)w->conf->rate,
-			     (uint32_t)mono_ms())) {
-		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
-		sess_err(s, has_id, id, PROTO_E_RATE_LIMITED,
-			 "over --rate messages per second");
-		return;
-	}
 	if (qos == 1) {
 		if (s->inflight >= (uint32_t)w->conf->inflight) {
 			metrics_add(w->m, M_DROP_INFLIGHT_FULL, 1);
@@ -702,6 +732,41 @@ on_binary(struct worker *w, struct sess *s, const uint8_t *buf, size_t len)
 	uplink(w, s, topic, payload, plen, 0, 0, 0);
 }
 
+/*
+ * One complete message. Every message (a ping or an ack as much as a pub)
+ * is charged to the device's frames and bytes budget before it is parsed.
+ * Over budget it is dropped and answered with err rate_limited; only a
+ * small text frame is scanned, for the id the err should name, so a
+ * device past its budget costs no more than the bytes it sends.
+ */
+static int
+on_message(struct worker *w, struct sess *s, const unsigned char *buf,
+	   size_t len)
+{
+	struct proto_frame f;
+	const char *code, *msg;
+
+	metrics_add(w->m, M_MSG_IN, 1);
+	if (!uplimit_charge(&s->up, &w->upconf, len, (uint32_t)mono_ms())) {
+		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
+		memset(&f, 0, sizeof(f));
+		if (!s->rx_binary && len <= RATE_ID_PEEK_MAX &&
+		    proto_utf8_valid(buf, len) &&
+		    !proto_frame_parse_text((const char *)buf, len, &f, &code,
+					    &msg))
+			proto_frame_release(&f);
+		sess_err(s, f.has_id, f.id, PROTO_E_RATE_LIMITED,
+			 "over --rate messages or --rate-bytes bytes per "
+			 "second");
+		return 0;
+	}
+	if (s->rx_binary) {
+		on_binary(w, s, buf, len);
+		return 0;
+	}
+	return on_text(w, s, (const char *)buf, len);
+}
+
 static int
 on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	   const unsigned char *in, size_t len)
@@ -726,14 +791,8 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 		return -1;
 	}
 	metrics_add(w->m, M_BYTES_IN, len);
-	if (first && final) {
-		metrics_add(w->m, M_MSG_IN, 1);
-		if (s->rx_binary)
-			on_binary(w, s, in, len);
-		else
-			rc = on_text(w, s, (const char *)in, len);
-		return rc;
-	}
+	if (first && final)
+		return on_message(w, s, in, len);
 	if (s->rx_len + len > s->rx_cap) {
 		/* grow as the message does (a device that stops half-way holds
 		 * what it sent, not --max-frame) */
@@ -754,11 +813,7 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	s->rx_len += len;
 	if (!final)
 		return 0;
-	metrics_add(w->m, M_MSG_IN, 1);
-	if (s->rx_binary)
-		on_binary(w, s, s->rx, s->rx_len);
-	else
-		rc = on_text(w, s, (const char *)s->rx, s->rx_len);
+	rc = on_message(w, s, s->rx, s->rx_len);
 	free(s->rx);
 	s->rx = NULL;
 	s->rx_len = 0;
@@ -1066,7 +1121,13 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		s->fingerprint = w->pending.fingerprint;
 		w->pending.wsi = NULL;
 		return 0;
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		return pending_enter(w, wsi);
+	case LWS_CALLBACK_WSI_DESTROY:
+		pending_leave(wsi);
+		break;
 	case LWS_CALLBACK_ESTABLISHED:
+		pending_leave(wsi);
 		return on_established(w, s, wsi);
 	case LWS_CALLBACK_RECEIVE:
 		return on_receive(w, s, wsi, in, len);
