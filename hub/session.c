@@ -314,10 +314,22 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
  * the status to refuse it with. Header copies are bounded; an oversized
  * one reads as malformed.
  */
+/* Content-Length and Transfer-Encoding as lws parsed them. */
+static void
+body_headers(struct lws *wsi, char *cl, size_t cap, struct proto_upgrade *u)
+{
+	int n = lws_hdr_copy(wsi, cl, (int)cap, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+
+	u->content_length = cl;
+	u->content_length_len = n > 0 ? (size_t)n : (size_t)(n < 0);
+	n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+	u->transfer_encoding_len = n > 0 ? (size_t)n : 0;
+}
+
 static int
 upgrade_status(struct lws *wsi, const char **why)
 {
-	char ver[16], key[32], wsv[8];
+	char ver[16], key[32], wsv[8], cl[24];
 	struct proto_upgrade u;
 	int n;
 
@@ -333,6 +345,7 @@ upgrade_status(struct lws *wsi, const char **why)
 	n = lws_hdr_copy(wsi, wsv, sizeof(wsv), WSI_TOKEN_VERSION);
 	u.wsversion = wsv;
 	u.wsversion_len = n > 0 ? (size_t)n : (size_t)(n < 0);
+	body_headers(wsi, cl, sizeof(cl), &u);
 	return proto_upgrade_status(&u, why);
 }
 
@@ -353,8 +366,11 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	if (strcasecmp(up, "websocket"))
 		return refuse(w, wsi, 400, 0, "only websocket upgrades\n");
 	st = upgrade_status(wsi, &why);
-	if (st)
-		return refuse(w, wsi, st, 0, why);
+	if (st) {
+		/* a malformed request: answered, and the connection closed */
+		refuse(w, wsi, st, 0, why);
+		return -1;
+	}
 	if (w->draining) {
 		metrics_add(w->m, M_REFUSED_DRAINING, 1);
 		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
@@ -778,6 +794,14 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 
 	if (s->state != SESS_LIVE)
 		return 0;
+	/* RFC 6455 5.2: no extension is negotiated, so RSV1-3 must be 0 (lws
+	 * built without extensions lets RSV1 through) */
+	if (lws_get_reserved_bits(wsi) & 0x70) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+				 (unsigned char *)"reserved bits", 13);
+		s->close_reason = "closed";
+		return -1;
+	}
 	s->last_rx_ms = mono_ms();
 	if (first) {
 		s->rx_len = 0;
@@ -1096,11 +1120,26 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 {
 	struct worker *w = lws_context_user(lws_get_context(wsi));
 	struct sess *s = user;
+	int rc;
 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		return on_confirm_upgrade(w, wsi, in);
-	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP: {
+		struct proto_upgrade u;
+		char cl[24];
+
+		/* a request with a body is answered 400 and the connection
+		 * closed: nothing after it is read as another request */
+		memset(&u, 0, sizeof(u));
+		body_headers(wsi, cl, sizeof(cl), &u);
+		if (proto_body_status(u.content_length, u.content_length_len,
+				      u.transfer_encoding_len)) {
+			hub__http_answer(wsi, 400, "text/plain",
+					 "no request body here\n", 21, 0);
+			return -1;
+		}
+	}
 		/* a plain request on the device port */
 		if (in && !strncmp(in, "/v1/devices/", 12))
 			return hub__http_answer(wsi, 426, "text/plain",
@@ -1137,7 +1176,12 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0;
 	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 		s->peer_closed = 1;
-		return 0;
+		/* a malformed close is failed, not echoed (RFC 6455 7.4) */
+		rc = proto_ws_close_status(in, len);
+		if (rc)
+			lws_close_reason(wsi, (enum lws_close_status)rc,
+					 (unsigned char *)"bad close", 9);
+		return rc ? -1 : 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return on_writeable(w, s, wsi);
 	case LWS_CALLBACK_CLOSED:

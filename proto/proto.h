@@ -214,16 +214,35 @@ struct proto_upgrade {
 	size_t key_len;
 	const char *wsversion; /* Sec-WebSocket-Version */
 	size_t wsversion_len;
+	const char *content_length;   /* repeated ones joined by ',' */
+	size_t content_length_len;    /* 0: none */
+	size_t transfer_encoding_len; /* 0: none */
 };
+/*
+ * Body framing of a request to the device port, where no request has a
+ * body (RFC 9112 6.1/6.3, request smuggling behind a proxy that reuses
+ * connections): 0 if there is no Transfer-Encoding and Content-Length is
+ * absent or exactly "0", else 400 (the connection must then be closed).
+ */
+int proto_body_status(const char *cl, size_t cl_len, size_t te_len);
 /* 1 if k[0..len) is 16 bytes in base64 (RFC 6455 4.1). */
 int proto_ws_key_valid(const char *k, size_t len);
 /*
  * 0 if the request may be upgraded, else the HTTP status to refuse it
- * with and *why a short static body: 400 for a version other than
- * HTTP/1.1 (also a request line cut short), no Host or a malformed key;
+ * with and *why a short static body: 400 for any body framing
+ * (proto_body_status), a version other than HTTP/1.1 (also a request
+ * line cut short), no Host or a malformed key;
  * 426 for a missing or unsupported Sec-WebSocket-Version (the answer must
  * carry "Sec-WebSocket-Version: 13").
  */
 int proto_upgrade_status(const struct proto_upgrade *u, const char **why);
+/*
+ * RFC 6455 5.5.1/7.4: the payload p[0..len) of a close frame a peer sent.
+ * 0 if it is well-formed (empty, or a valid status code and a UTF-8
+ * reason), else the close code to fail the connection with: 1002 for a
+ * 1-byte payload or a code that may not be sent (0-999, 1004-1006, 1015,
+ * unassigned 1016-2999, >= 5000), 1007 for a reason that is not UTF-8.
+ */
+int proto_ws_close_status(const unsigned char *p, size_t len);
 
 #endif

@@ -864,7 +864,8 @@ static void
 upgrade_request_rules(void **state)
 {
 	struct proto_upgrade u = {
-	    "HTTP/1.1", 8, 9, "dGhlIHNhbXBsZSBub25jZQ==", 24, "13", 2};
+	    "HTTP/1.1", 8, 9, "dGhlIHNhbXBsZSBub25jZQ==", 24, "13", 2,
+	    NULL,	0, 0};
 	const char *why;
 
 	(void)state;
@@ -895,6 +896,45 @@ upgrade_request_rules(void **state)
 	assert_false(proto_ws_key_valid("AAAAAAAAAAAAAAAAAAAA-A==", 24));
 	assert_false(proto_ws_key_valid("AAAAAAAAAAAAAAAAAAAAAA=", 23));
 	assert_false(proto_ws_key_valid(NULL, 24));
+	/* request smuggling: no body framing on the device port */
+	u.key_len = 24;
+	assert_int_equal(proto_upgrade_status(&u, &why), 0);
+	u.transfer_encoding_len = 7;
+	assert_int_equal(proto_upgrade_status(&u, &why), 400);
+	u.transfer_encoding_len = 0;
+	u.content_length = "5";
+	u.content_length_len = 1;
+	assert_int_equal(proto_upgrade_status(&u, &why), 400);
+	assert_int_equal(proto_body_status("0", 1, 0), 0);
+	assert_int_equal(proto_body_status(NULL, 0, 0), 0);
+	assert_int_equal(proto_body_status("0,5", 3, 0), 400); /* two */
+	assert_int_equal(proto_body_status("00", 2, 0), 400);
+	assert_int_equal(proto_body_status("0", 1, 7), 400);
+}
+
+#define CLOSE(lit)                                                             \
+	proto_ws_close_status((const unsigned char *)lit, sizeof(lit) - 1)
+
+static void
+close_frames(void **state)
+{
+	(void)state;
+	assert_int_equal(proto_ws_close_status(NULL, 0), 0);
+	assert_int_equal(CLOSE("\x03\xe8"), 0); /* 1000 */
+	assert_int_equal(CLOSE("\x03\xe8ok"), 0);
+	assert_int_equal(CLOSE("\x0f\xa1"), 0);	   /* 4001 */
+	assert_int_equal(CLOSE("\x03\xf4"), 0);	   /* 1012 */
+	assert_int_equal(CLOSE("\x03"), 1002);	   /* 1 byte */
+	assert_int_equal(CLOSE("\x03\xe7"), 1002); /* 999 */
+	assert_int_equal(CLOSE("\x03\xec"), 1002); /* 1004 */
+	assert_int_equal(CLOSE("\x03\xed"), 1002); /* 1005 */
+	assert_int_equal(CLOSE("\x03\xee"), 1002); /* 1006 */
+	assert_int_equal(CLOSE("\x03\xf7"), 1002); /* 1015 */
+	assert_int_equal(CLOSE("\x07\xd0"), 1002); /* 2000 */
+	assert_int_equal(CLOSE("\x13\x88"), 1002); /* 5000 */
+	assert_int_equal(CLOSE("\x00\x00"), 1002);
+	assert_int_equal(CLOSE("\x03\xe8\xff"), 1007);
+	assert_int_equal(CLOSE("\x03\xe8\xed\xa0\x80"), 1007);
 }
 
 int
@@ -928,6 +968,7 @@ main(void)
 	    cmocka_unit_test(credentials_never_truncate),
 	    cmocka_unit_test(subprotocol_offers),
 	    cmocka_unit_test(upgrade_request_rules),
+	    cmocka_unit_test(close_frames),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
