@@ -81,6 +81,10 @@ static const struct opt opts[] = {
      "SECS to finish TLS and the upgrade (10)"},
     {"events-retention", OPT_INT, I(events_retention), 1, 36500,
      "DAYS events are kept (30)"},
+    {"trusted-proxies", OPT_STR, S(trusted_proxies), 0, 0,
+     "CIDR,... peers whose X-Forwarded-For is believed"},
+    {"allowed-origins", OPT_STR, S(allowed_origins), 0, 0,
+     "ORIGIN,... browser origins accepted (any)"},
     {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
     {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
      "N QoS 1 messages held while the broker is away (100000)"},
@@ -353,6 +357,19 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		snprintf(err, errlen,
 			 "--hub-id must match [A-Za-z0-9_-]{1,64}");
 		return HUB_ERR_INVAL;
+	}
+	{
+		struct proto_cidr cidrs[CONF_PROXIES_MAX];
+		size_t n;
+
+		if (proto_cidrs_parse(c->trusted_proxies, cidrs,
+				      CONF_PROXIES_MAX, &n)) {
+			snprintf(err, errlen,
+				 "--trusted-proxies: want up to %d CIDRs "
+				 "(10.0.0.0/8,fd00::/8)",
+				 CONF_PROXIES_MAX);
+			return HUB_ERR_INVAL;
+		}
 	}
 	if (!proto_prefix_valid(c->prefix)) {
 		snprintf(err, errlen,

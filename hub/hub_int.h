@@ -98,6 +98,8 @@ struct worker {
 	struct registry_creds *creds;
 	struct authlimit *authlimit; /* shared by every worker of the hub */
 	struct pendlimit *pending_per_addr; /* --max-pending-per-addr */
+	struct proto_cidr proxies[CONF_PROXIES_MAX]; /* --trusted-proxies */
+	size_t nproxies;
 	struct uplimit_conf upconf;
 	struct pending_auth pending;
 

@@ -310,6 +310,34 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 }
 
 /*
+ * The client's address: the peer's, or, when the peer is one of
+ * --trusted-proxies, the one its X-Forwarded-For (else Forwarded) names.
+ * It feeds the failed-auth limit, events and presence.
+ */
+static void
+client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
+{
+	char xff[512];
+	int n;
+
+	addr[0] = '\0';
+	lws_get_peer_simple(wsi, addr, cap);
+	if (!w->nproxies ||
+	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return;
+	n = lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR);
+	if (n > 0) {
+		proto_forwarded_for(xff, (size_t)n, w->proxies, w->nproxies,
+				    addr, cap);
+		return;
+	}
+	n = lws_hdr_custom_copy(wsi, xff, sizeof(xff), "forwarded:", 10);
+	if (n > 0)
+		proto_forwarded(xff, (size_t)n, w->proxies, w->nproxies, addr,
+				cap);
+}
+
+/*
  * The request itself, before any credential (proto_upgrade_status): 0, or
  * the status to refuse it with. Header copies are bounded; an oversized
  * one reads as malformed.
@@ -376,8 +404,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
 			      "hub is shutting down\n");
 	}
-	addr[0] = '\0';
-	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	client_addr(w, wsi, addr, sizeof(addr));
 	/* the id over the decoded path's full length: "%00" is a byte */
 	n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
 	rc = n > 0 ? proto_device_path(uri, (size_t)n, &id, &idlen)
@@ -389,6 +416,11 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 			      "device ids are [A-Za-z0-9_-]{1,64}\n");
 	if (subprotocols(wsi, proto, sizeof(proto), &token, &toklen))
 		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
+	/* a browser says where the page came from: --allowed-origins */
+	n = lws_hdr_copy(wsi, proto, sizeof(proto), WSI_TOKEN_ORIGIN);
+	if (n < 0 || (n > 0 && !proto_origin_allowed(c->allowed_origins, proto,
+						     (size_t)n)))
+		return refuse(w, wsi, 403, 0, "origin not allowed\n");
 	wait = authlimit_blocked(w->authlimit, addr, now);
 	if (wait) {
 		metrics_add(w->m, M_AUTH_FAIL_RATE_LIMITED, 1);
@@ -460,6 +492,10 @@ pending_enter(struct worker *w, struct lws *wsi)
 
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	/* a trusted proxy carries many clients: not capped as one */
+	if (w->nproxies &&
+	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return 0;
 	slot = pendlimit_enter(w->pending_per_addr, addr, &refuse);
 	lws_set_opaque_user_data(wsi, slot);
 	return refuse ? -1 : 0; /* -1: lws closes it at once */

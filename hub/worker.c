@@ -174,6 +174,9 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	w.authlimit = authlimit;
 	w.pending_per_addr =
 	    pendlimit_new(8192, (unsigned)c->max_pending_per_addr);
+	/* validated by conf_load */
+	proto_cidrs_parse(c->trusted_proxies, w.proxies, CONF_PROXIES_MAX,
+			  &w.nproxies);
 	w.upconf.rate = (uint32_t)c->rate;
 	w.upconf.rate_bytes = (uint64_t)c->rate_bytes;
 	w.upconf.burst =

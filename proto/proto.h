@@ -10,7 +10,9 @@
  *   - the v1 frame envelope in and out, and the binary frame
  *     (proto_frame.c);
  *   - credentials as they arrive in an HTTP upgrade (proto_cred.c), and
- *     the upgrade request itself (proto_http.c).
+ *     the upgrade request itself (proto_http.c);
+ *   - the client's address behind a trusted proxy, allowed web origins
+ *     (proto_net.c).
  *
  * Everything here is a pure function of its arguments: no I/O, no state,
  * no logging, safe from any thread. Every input is (pointer, length) and
@@ -244,5 +246,45 @@ int proto_upgrade_status(const struct proto_upgrade *u, const char **why);
  * unassigned 1016-2999, >= 5000), 1007 for a reason that is not UTF-8.
  */
 int proto_ws_close_status(const unsigned char *p, size_t len);
+
+/* ---- behind a proxy, browsers (proto_net.c) --------------------------- */
+
+/* An IPv4 or IPv6 network: family 4 or 6, addr in network order. */
+struct proto_cidr {
+	int family;
+	unsigned bits;
+	unsigned char addr[16];
+};
+/*
+ * Parses a comma list "10.0.0.0/8, 192.168.1.7, fd00::/8" (a bare address
+ * is a /32 or /128) into out[0..max). HUB_OK and *n; HUB_ERR_INVAL for a
+ * malformed entry; HUB_ERR_TOOBIG past max entries.
+ */
+int proto_cidrs_parse(const char *list, struct proto_cidr *out, size_t max,
+		      size_t *n);
+/* 1 if the address text addr[0..len) lies in one of c[0..n). */
+int proto_cidrs_match(const struct proto_cidr *c, size_t n, const char *addr,
+		      size_t len);
+/*
+ * The client address of an X-Forwarded-For value xff[0..len) sent by a
+ * trusted proxy: walking from the right, entries inside c[0..n) (more
+ * trusted proxies) are skipped; the first other entry is the client,
+ * copied NUL-terminated into out. HUB_ERR_NOTFOUND when an entry is not an
+ * IP address (the walk stops there: use the peer's address).
+ */
+int proto_forwarded_for(const char *xff, size_t len, const struct proto_cidr *c,
+			size_t n, char *out, size_t cap);
+/*
+ * The same for a Forwarded value (RFC 7239): the for= node of each
+ * element, "[v6]:port" and "v4:port" reduced to the address; "unknown" or
+ * an obfuscated node ends the walk (HUB_ERR_NOTFOUND).
+ */
+int proto_forwarded(const char *v, size_t len, const struct proto_cidr *c,
+		    size_t n, char *out, size_t cap);
+/*
+ * 1 if origin[0..len) is in list ("https://a.example, https://b.example";
+ * NULL, empty or "*": any), compared without regard to case.
+ */
+int proto_origin_allowed(const char *list, const char *origin, size_t len);
 
 #endif

@@ -365,6 +365,88 @@ class TestHostile(hubfix.HubTest):
             s.close()
         self.still_serving(hub, self.mqtt("devices/dev2/#"))
 
+    def test_allowed_origins(self):
+        hub = self.start_hub(extra=["--allowed-origins",
+                                    "https://ok.example,https://b.example"])
+        tok = self.tok["dev1"].encode()
+        auth = b"Authorization: Bearer " + tok + b"\r\n"
+
+        def status(origin):
+            extra = auth + (b"Origin: " + origin + b"\r\n" if origin else b"")
+            line, _ = raw_request(hub.port, upgrade_req(b"/v1/devices/dev1",
+                                                        extra=extra))
+            return int(line.split()[1])
+        self.assertEqual(status(b"https://evil.example"), 403)
+        self.assertEqual(status(b"https://ok.example.evil"), 403)
+        self.assertEqual(status(b"https://ok.example"), 101)
+        self.assertEqual(status(b"HTTPS://B.example"), 101)
+        self.assertEqual(status(None), 101)  # not a browser: no Origin
+
+    def test_trusted_proxies(self):
+        """Behind a TLS-terminating proxy every device shares its address:
+        from --trusted-proxies peers only, the client address is the one
+        X-Forwarded-For names; it feeds the failed-auth limit, events and
+        presence."""
+        hub = self.start_hub(extra=["--no-tls", "--trusted-proxies",
+                                    "127.0.0.0/8", "--auth-fail-limit", 3])
+        tok = self.tok["dev1"].encode()
+
+        def status(xff, token):
+            extra = b"Authorization: Bearer " + token + b"\r\n"
+            if xff:
+                extra += b"X-Forwarded-For: " + xff + b"\r\n"
+            raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+            try:
+                raw.sendall(upgrade_req(b"/v1/devices/dev1", extra=extra))
+                buf = b""
+                while b"\r\n" not in buf:
+                    d = raw.recv(4096)
+                    if not d:
+                        break
+                    buf += d
+                return int(buf.split()[1])
+            finally:
+                raw.close()
+        for _ in range(3):
+            self.assertEqual(status(b"203.0.113.7", b"wrong"), 401)
+        # the bad client is locked out; the others behind the proxy are not
+        self.assertEqual(status(b"203.0.113.7", tok), 429)
+        self.assertEqual(status(b"198.51.100.1", tok), 101)
+        # a client cannot pick its address: the proxy appends the real one
+        self.assertEqual(status(b"198.51.100.1, 203.0.113.7", tok), 429)
+        ev = [e for e in self.events() if e["kind"] == "auth_failed"]
+        self.assertEqual([e["addr"] for e in ev], ["203.0.113.7"], ev)
+        # presence carries the client address too
+        sub = self.mqtt("devices/dev2/status")
+        raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+        raw.sendall(upgrade_req(b"/v1/devices/dev2", extra=(
+            b"Authorization: Bearer " + self.tok["dev2"].encode() + b"\r\n"
+            b"X-Forwarded-For: 198.51.100.9\r\n")))
+        try:
+            st = sub.wait_for(lambda m: json.loads(m.payload).get("online"),
+                              10, "dev2 online")
+            self.assertEqual(json.loads(st.payload)["addr"], "198.51.100.9")
+        finally:
+            raw.close()
+
+    def test_untrusted_peer_cannot_claim_an_address(self):
+        hub = self.start_hub(extra=["--auth-fail-limit", 2])
+        tok = self.tok["dev1"].encode()
+        for i in range(2):
+            line, _ = raw_request(hub.port, upgrade_req(
+                b"/v1/devices/dev1",
+                extra=b"Authorization: Bearer wrong\r\n"
+                      b"X-Forwarded-For: 198.51.100.%d\r\n" % i))
+            self.assertIn(" 401", line)
+        # X-Forwarded-For from an untrusted peer is ignored: 127.0.0.1 is
+        # the address that failed, and is locked out whatever it claims
+        line, _ = raw_request(hub.port, upgrade_req(
+            b"/v1/devices/dev1", extra=b"Authorization: Bearer " + tok +
+            b"\r\nX-Forwarded-For: 198.51.100.200\r\n"))
+        self.assertIn(" 429", line)
+        ev = [e for e in self.events() if e["kind"] == "auth_failed"]
+        self.assertEqual({e["addr"] for e in ev}, {"127.0.0.1"})
+
     def test_prefix_cannot_overlap_hub_topics(self):
         # with --prefix hub, device "sessions" would publish to
         # hub/sessions/<topic> and close other devices' sessions

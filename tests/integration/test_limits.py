@@ -77,7 +77,7 @@ class TestLimits(hubfix.HubTest):
         self.assertLessEqual(len(acks), 1 + int(took * 2048 / 1500) + 1,
                              (len(acks), took))
         self.assertGreaterEqual(len(acks), 1)
-        got = sub.wait_count(lambda m: m.topic == "devices/dev1/big",
+        sub.wait_count(lambda m: m.topic == "devices/dev1/big",
                              len(acks), 10, "the accepted messages")
         self.assertEqual(len(sub.find(lambda m: m.topic == "devices/dev1/big")),
                          len(acks))

@@ -937,6 +937,87 @@ close_frames(void **state)
 	assert_int_equal(CLOSE("\x03\xe8\xed\xa0\x80"), 1007);
 }
 
+static void
+trusted_proxies_and_origins(void **state)
+{
+	struct proto_cidr c[4];
+	char out[64];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(
+	    proto_cidrs_parse("10.0.0.0/8, 192.168.1.7,fd00::/8", c, 4, &n),
+	    HUB_OK);
+	assert_int_equal(n, 3);
+	assert_true(proto_cidrs_match(c, n, "10.1.2.3", 8));
+	assert_true(proto_cidrs_match(c, n, "192.168.1.7", 11));
+	assert_false(proto_cidrs_match(c, n, "192.168.1.8", 11));
+	assert_true(proto_cidrs_match(c, n, "fd12::1", 7));
+	assert_false(proto_cidrs_match(c, n, "fe80::1", 7));
+	assert_false(proto_cidrs_match(c, n, "11.0.0.1", 8));
+	assert_false(proto_cidrs_match(c, n, "10.0.0.1\0", 9));
+	assert_int_equal(proto_cidrs_parse("10.0.0.0/33", c, 4, &n),
+			 HUB_ERR_INVAL);
+	assert_int_equal(proto_cidrs_parse("nohost", c, 4, &n), HUB_ERR_INVAL);
+	assert_int_equal(proto_cidrs_parse("1.1.1.1,2.2.2.2", c, 1, &n),
+			 HUB_ERR_TOOBIG);
+	assert_int_equal(proto_cidrs_parse("", c, 4, &n), HUB_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(proto_cidrs_parse("10.0.0.0/8", c, 4, &n), HUB_OK);
+	/* from the right, skipping our own proxies */
+	assert_int_equal(
+	    proto_forwarded_for("203.0.113.7", 11, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(proto_forwarded_for("6.6.6.6, 203.0.113.7 ,10.0.0.2",
+					     30, c, n, out, sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.7"); /* 6.6.6.6: client-written */
+	assert_int_equal(proto_forwarded_for("junk, 203.0.113.7", 17, c, n, out,
+					     sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(proto_forwarded_for("203.0.113.7, junk", 17, c, n, out,
+					     sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_forwarded_for("", 0, c, n, out, sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	/* Forwarded (RFC 7239) */
+	assert_int_equal(
+	    proto_forwarded("for=203.0.113.7", 15, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(
+	    proto_forwarded(
+		"for=6.6.6.6, for=\"[2001:db8::17]:4711\";proto=https,"
+		" For=10.0.0.2:80",
+		67, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "2001:db8::17");
+	assert_int_equal(proto_forwarded("proto=http;for=\"203.0.113.9:1\"", 30,
+					 c, n, out, sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.9");
+	assert_int_equal(
+	    proto_forwarded("for=unknown", 11, c, n, out, sizeof(out)),
+	    HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_forwarded("for=_hidden, for=10.0.0.1", 25, c, n,
+					 out, sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(
+	    proto_forwarded("by=1.2.3.4", 10, c, n, out, sizeof(out)),
+	    HUB_ERR_NOTFOUND);
+	/* origins */
+	assert_true(proto_origin_allowed(NULL, "https://x", 9));
+	assert_true(proto_origin_allowed("", "https://x", 9));
+	assert_true(proto_origin_allowed("*", "https://x", 9));
+	assert_true(proto_origin_allowed("https://a.example, https://X",
+					 "https://x", 9));
+	assert_false(proto_origin_allowed("https://a.example", "https://x", 9));
+	assert_false(proto_origin_allowed("https://x", "https://xy", 10));
+	assert_false(proto_origin_allowed("https://x", "https://x\0", 10));
+}
+
 int
 main(void)
 {
@@ -969,6 +1050,7 @@ main(void)
 	    cmocka_unit_test(subprotocol_offers),
 	    cmocka_unit_test(upgrade_request_rules),
 	    cmocka_unit_test(close_frames),
+	    cmocka_unit_test(trusted_proxies_and_origins),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
