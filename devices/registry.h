@@ -156,6 +156,13 @@ int registry_auth_failed(struct registry *reg, const char *device,
 			 const char *addr, const char *hub, const char *reason,
 			 int64_t ts);
 /*
+ * Retention: deletes events older than before_ts (ms), oldest first, in
+ * batches of batch rows (each its own short transaction, so sessions are
+ * not held up); *deleted gets the count. Registry writer thread.
+ */
+int registry_events_prune(struct registry *reg, int64_t before_ts, int batch,
+			  int64_t *deleted);
+/*
  * Crash repair: closes every session still open for (hub, worker) - and,
  * when also_from_worker >= 0, for (hub, any worker >= also_from_worker) -
  * with reason hub_restart, in one transaction. cb(arg, device, session, seq)

@@ -242,6 +242,40 @@ registry_auth_failed(struct registry *reg, const char *device, const char *addr,
 			    addr, hub);
 }
 
+int
+registry_events_prune(struct registry *reg, int64_t before_ts, int batch,
+		      int64_t *deleted)
+{
+	/* events are written in time order, so the old ones are the first
+	 * rows: look only at the oldest batch, never scan the table */
+	static const char sql[] =
+	    "DELETE FROM events WHERE seq IN "
+	    "(SELECT seq FROM events ORDER BY seq LIMIT ?1) AND ts < ?2";
+	sqlite3_stmt *s = NULL;
+	int rc, err = HUB_OK, n;
+
+	if (!reg || !deleted || batch < 1)
+		return HUB_ERR_INVAL;
+	*deleted = 0;
+	rc = sqlite3_prepare_v2(reg->db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return registry__sqlerr(reg, rc);
+	do {
+		sqlite3_bind_int(s, 1, batch);
+		sqlite3_bind_int64(s, 2, before_ts);
+		rc = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE) {
+			err = registry__sqlerr(reg, rc);
+			break;
+		}
+		n = sqlite3_changes(reg->db);
+		*deleted += n;
+	} while (n == batch);
+	sqlite3_finalize(s);
+	return err;
+}
+
 /* ---- repair ----------------------------------------------------------- */
 
 struct repaired {

@@ -1,10 +1,13 @@
-/* authlimit.c - per-address failure windows; see authlimit.h. */
+/* authlimit.c - per-address failure windows in shared memory; see
+ * authlimit.h. */
 #include "authlimit.h"
 #include "hub_util.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define WINDOW_MS 60000u
 #define PROBES 8
@@ -16,6 +19,8 @@ struct entry {
 };
 
 struct authlimit {
+	pthread_mutex_t lock; /* process-shared, robust */
+	size_t size;	      /* of the mapping */
 	unsigned mask, limit;
 	struct entry e[];
 };
@@ -23,14 +28,28 @@ struct authlimit {
 struct authlimit *
 authlimit_new(unsigned slots, unsigned limit)
 {
+	pthread_mutexattr_t ma;
 	struct authlimit *a;
 	unsigned n = 16;
+	size_t size;
 
 	while (n < slots && n < (1u << 24))
 		n <<= 1;
-	a = calloc(1, sizeof(*a) + n * sizeof(struct entry));
-	if (!a)
+	size = sizeof(*a) + n * sizeof(struct entry);
+	a = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		 -1, 0);
+	if (a == MAP_FAILED)
 		return NULL;
+	/* the mapping is zero-filled: every entry free */
+	if (pthread_mutexattr_init(&ma) ||
+	    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED) ||
+	    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST) ||
+	    pthread_mutex_init(&a->lock, &ma)) {
+		munmap(a, size);
+		return NULL;
+	}
+	pthread_mutexattr_destroy(&ma);
+	a->size = size;
 	a->mask = n - 1;
 	a->limit = limit;
 	return a;
@@ -39,7 +58,18 @@ authlimit_new(unsigned slots, unsigned limit)
 void
 authlimit_free(struct authlimit *a)
 {
-	free(a);
+	if (!a)
+		return;
+	pthread_mutex_destroy(&a->lock);
+	munmap(a, a->size);
+}
+
+static void
+lock(struct authlimit *a)
+{
+	/* its holder died: the counts may be one off, which is harmless */
+	if (pthread_mutex_lock(&a->lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&a->lock);
 }
 
 static struct entry *
@@ -75,17 +105,27 @@ lookup(struct authlimit *a, const char *addr, uint64_t now_ms, int create)
 unsigned
 authlimit_blocked(struct authlimit *a, const char *addr, uint64_t now_ms)
 {
-	struct entry *e = lookup(a, addr, now_ms, 0);
+	struct entry *e;
+	unsigned wait = 0;
 
-	if (!e || e->count < a->limit)
-		return 0;
-	return (unsigned)((e->start_ms + WINDOW_MS - now_ms + 999) / 1000);
+	lock(a);
+	e = lookup(a, addr, now_ms, 0);
+	if (e && e->count >= a->limit)
+		wait =
+		    (unsigned)((e->start_ms + WINDOW_MS - now_ms + 999) / 1000);
+	pthread_mutex_unlock(&a->lock);
+	return wait;
 }
 
-void
+int
 authlimit_fail(struct authlimit *a, const char *addr, uint64_t now_ms)
 {
-	struct entry *e = lookup(a, addr, now_ms, 1);
+	struct entry *e;
+	int first;
 
-	e->count++;
+	lock(a);
+	e = lookup(a, addr, now_ms, 1);
+	first = e->count++ == 0;
+	pthread_mutex_unlock(&a->lock);
+	return first;
 }

@@ -72,12 +72,24 @@ static const struct opt opts[] = {
     {"max-frame", OPT_INT, I(max_frame), 64, 16777216,
      "BYTES frame cap (65536)"},
     {"rate", OPT_INT, I(rate), 1, 1000000, "N messages/s per device (1000)"},
+    {"rate-bytes", OPT_INT, I(rate_bytes), 64, 1073741824,
+     "BYTES/s per device (1048576)"},
     {"inflight", OPT_INT, I(inflight), 1, 65535,
      "N unacked QoS 1 per device (256)"},
     {"auth-fail-limit", OPT_INT, I(auth_fail_limit), 1, 1000000,
      "N failures/min per address (20)"},
     {"drain", OPT_INT, I(drain), 0, 3600,
      "SECS spread of closes on SIGTERM (10)"},
+    {"max-pending-per-addr", OPT_INT, I(max_pending_per_addr), 1, 1000000,
+     "N unauthenticated connections per address (32)"},
+    {"handshake-timeout", OPT_INT, I(handshake_timeout), 1, 300,
+     "SECS to finish TLS and the upgrade (10)"},
+    {"events-retention", OPT_INT, I(events_retention), 1, 36500,
+     "DAYS events are kept (30)"},
+    {"trusted-proxies", OPT_STR, S(trusted_proxies), 0, 0,
+     "CIDR,... peers whose X-Forwarded-For is believed"},
+    {"allowed-origins", OPT_STR, S(allowed_origins), 0, 0,
+     "ORIGIN,... browser origins accepted (any)"},
     {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
     {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
      "N QoS 1 messages held while the broker is away (100000)"},
@@ -121,7 +133,11 @@ defaults(struct conf *c)
 	c->idle_timeout = 75;
 	c->max_frame = 65536;
 	c->rate = 1000;
+	c->rate_bytes = 1048576;
 	c->inflight = 256;
+	c->max_pending_per_addr = 32;
+	c->handshake_timeout = 10;
+	c->events_retention = 30;
 	c->auth_fail_limit = 20;
 	c->drain = 10;
 	c->log_level = 2;
@@ -430,6 +446,19 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 		snprintf(err, errlen,
 			 "--hub-id must match [A-Za-z0-9_-]{1,64}");
 		return HUB_ERR_INVAL;
+	}
+	{
+		struct proto_cidr cidrs[CONF_PROXIES_MAX];
+		size_t n;
+
+		if (proto_cidrs_parse(c->trusted_proxies, cidrs,
+				      CONF_PROXIES_MAX, &n)) {
+			snprintf(err, errlen,
+				 "--trusted-proxies: want up to %d CIDRs "
+				 "(10.0.0.0/8,fd00::/8)",
+				 CONF_PROXIES_MAX);
+			return HUB_ERR_INVAL;
+		}
 	}
 	if (!proto_prefix_valid(c->prefix)) {
 		snprintf(err, errlen,

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#define CONF_PROXIES_MAX 32 /* --trusted-proxies entries */
+
 struct conf {
 	char listen_host[128];
 	int listen_port;
@@ -33,10 +35,16 @@ struct conf {
 	int heartbeat, idle_timeout;
 	int max_frame;
 	int rate;
+	int rate_bytes; /* per device per second; burst >= max_frame */
 	int inflight;
 	int auth_fail_limit;
 	int drain;
-	int log_level;	      /* 0 err .. 3 debug */
+	int max_pending_per_addr;   /* unauthenticated connections */
+	int handshake_timeout;	    /* s, TLS + upgrade */
+	int events_retention;	    /* days */
+	char trusted_proxies[512];  /* CIDR list; "": none */
+	char allowed_origins[1024]; /* Origin list; "": any */
+	int log_level;		    /* 0 err .. 3 debug */
 	size_t bridge_buffer; /* device QoS 1 messages held while broker away */
 };
 

@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #include "authlimit.h"
+#include "pendlimit.h"
+#include "uplimit.h"
 #include "bridge.h"
 #include "conf.h"
 #include "hub_util.h"
@@ -56,8 +58,8 @@ struct sess {
 	char addr[REGISTRY_ADDR_MAX];
 	int64_t started_ms;
 	uint64_t fingerprint; /* credential at auth time */
-	struct hub_bucket bucket;
-	uint32_t inflight; /* QoS 1 uplinks awaiting PUBACK */
+	struct uplimit up;    /* --rate, --rate-bytes */
+	uint32_t inflight;    /* QoS 1 uplinks awaiting PUBACK */
 	uint32_t next_cmd_id;
 	uint64_t last_rx_ms; /* monotonic */
 	int peer_closed;     /* got a close frame */
@@ -98,7 +100,11 @@ struct worker {
 	struct bridge *bridge;
 	struct writer *writer;
 	struct registry_creds *creds;
-	struct authlimit *authlimit;
+	struct authlimit *authlimit; /* shared by every worker of the hub */
+	struct pendlimit *pending_per_addr; /* --max-pending-per-addr */
+	struct proto_cidr proxies[CONF_PROXIES_MAX]; /* --trusted-proxies */
+	size_t nproxies;
+	struct uplimit_conf upconf;
 	struct pending_auth pending;
 	/* session-ticket keys (tls.h); NULL with --no-tls */
 	struct hub_tls *tls;
@@ -150,7 +156,7 @@ int hub__http_answer(struct lws *wsi, int status, const char *ctype,
  * 'R' to ready_fd once it listens and its threads run. */
 int hub__worker_run(const struct conf *c, int index, int nworkers,
 		    struct metrics *metrics, int ready_fd, int argc,
-		    char **argv);
+		    char **argv, struct authlimit *authlimit);
 
 /* 0 if the PEM certificate and key parse and belong together, else an
  * mbedTLS code and why. Any thread. */

@@ -24,7 +24,8 @@
  * stay open).
  *
  * Workers share the device and ops listeners (SO_REUSEPORT), the registry
- * file and the metrics region mapped here before the fork. The supervisor
+ * file, and the metrics region and failed-auth table mapped here before
+ * the fork. The supervisor
  * touches no lws, TLS or broker state, so nothing random or connected is
  * inherited by the workers.
  *
@@ -71,6 +72,7 @@ struct supervisor {
 	char **argv;
 	int nworkers;
 	struct metrics *m;
+	struct authlimit *authlimit; /* shared by the workers: per hub */
 	struct wslot w[METRICS_MAX_WORKERS];
 	int64_t deaths[FLAP_MAX + 1]; /* ring of the last death times */
 	unsigned ndeaths;
@@ -201,7 +203,7 @@ spawn(struct supervisor *sv, int i)
 				close(sv->w[j].ready_fd);
 		sigprocmask(SIG_SETMASK, &sv->old_mask, NULL);
 		exit(hub__worker_run(&sv->conf, i, sv->nworkers, sv->m, p[1],
-				     sv->argc, sv->argv));
+				     sv->argc, sv->argv, sv->authlimit));
 	}
 	close(p[1]);
 	if (pid < 0) {
@@ -432,8 +434,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	sv.m = metrics_map(sv.nworkers);
-	if (!sv.m) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "cannot map metrics");
+	sv.authlimit = authlimit_new(8192, (unsigned)sv.conf.auth_fail_limit);
+	if (!sv.m || !sv.authlimit) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "cannot map shared memory");
 		return 1;
 	}
 	sigemptyset(&set);
@@ -494,5 +497,6 @@ main(int argc, char **argv)
 		failed ? " (failed: exit 1)" : "");
 	metrics_unmap(sv.m);
 	hub__instance_release(&inst);
+	authlimit_free(sv.authlimit);
 	return failed ? 1 : 0;
 }

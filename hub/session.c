@@ -26,6 +26,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* A text frame refused by the rate limit is scanned for its id up to this
+ * size; larger ones are dropped unread (their err names no id). */
+#define RATE_ID_PEEK_MAX 4096
+
 /* ---- the device map -------------------------------------------------- */
 
 int
@@ -218,14 +222,22 @@ refuse(struct worker *w, struct lws *wsi, int status, unsigned retry_after,
 		   : 1; /* 1: lws completes the transaction */
 }
 
+/*
+ * Logs a refused authentication; record: also write an auth_failed event.
+ * Events are kept to one per source address and minute (the first; the
+ * metrics count them all), so failures cannot grow the registry without
+ * bound.
+ */
 static void
 log_auth_failure(struct worker *w, const char *device, const char *addr,
-		 const char *reason)
+		 int record, const char *reason)
 {
 	struct writer_item it;
 
 	hub_log(HUB_LOG_INFO, "HUB-AUTH-FAIL", "device=%s addr=%s reason=%s",
 		device, addr, reason);
+	if (!record)
+		return;
 	memset(&it, 0, sizeof(it));
 	it.kind = WRITER_AUTH_FAILED;
 	it.ts = hub_clock_ms();
@@ -327,14 +339,54 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 }
 
 /*
+ * The client's address: the peer's, or, when the peer is one of
+ * --trusted-proxies, the one its X-Forwarded-For (else Forwarded) names.
+ * It feeds the failed-auth limit, events and presence.
+ */
+static void
+client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
+{
+	char xff[512];
+	int n;
+
+	addr[0] = '\0';
+	lws_get_peer_simple(wsi, addr, cap);
+	if (!w->nproxies ||
+	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return;
+	n = lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR);
+	if (n > 0) {
+		proto_forwarded_for(xff, (size_t)n, w->proxies, w->nproxies,
+				    addr, cap);
+		return;
+	}
+	n = lws_hdr_custom_copy(wsi, xff, sizeof(xff), "forwarded:", 10);
+	if (n > 0)
+		proto_forwarded(xff, (size_t)n, w->proxies, w->nproxies, addr,
+				cap);
+}
+
+/*
  * The request itself, before any credential (proto_upgrade_status): 0, or
  * the status to refuse it with. Header copies are bounded; an oversized
  * one reads as malformed.
  */
+/* Content-Length and Transfer-Encoding as lws parsed them. */
+static void
+body_headers(struct lws *wsi, char *cl, size_t cap, struct proto_upgrade *u)
+{
+	int n = lws_hdr_copy(wsi, cl, (int)cap, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+
+	u->content_length = cl;
+	u->content_length_len = n > 0 ? (size_t)n : (size_t)(n < 0);
+	n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+	u->transfer_encoding_len = n > 0 ? (size_t)n : 0;
+}
+
 static int
 upgrade_status(struct lws *wsi, const char **why)
 {
-	char ver[16], key[32], wsv[8];
+	char ver[16], key[32], wsv[8], cl[24];
 	struct proto_upgrade u;
 	int n;
 
@@ -350,6 +402,7 @@ upgrade_status(struct lws *wsi, const char **why)
 	n = lws_hdr_copy(wsi, wsv, sizeof(wsv), WSI_TOKEN_VERSION);
 	u.wsversion = wsv;
 	u.wsversion_len = n > 0 ? (size_t)n : (size_t)(n < 0);
+	body_headers(wsi, cl, sizeof(cl), &u);
 	return proto_upgrade_status(&u, why);
 }
 
@@ -364,21 +417,23 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	unsigned wait;
 	size_t idlen, toklen = 0;
 	const char *why;
-	int n, rc, st, disabled = 0;
+	int n, rc, st, first, disabled = 0;
 
 	memset(&w->pending, 0, sizeof(w->pending));
 	if (strcasecmp(up, "websocket"))
 		return refuse(w, wsi, 400, 0, "only websocket upgrades\n");
 	st = upgrade_status(wsi, &why);
-	if (st)
-		return refuse(w, wsi, st, 0, why);
+	if (st) {
+		/* a malformed request: answered, and the connection closed */
+		refuse(w, wsi, st, 0, why);
+		return -1;
+	}
 	if (w->draining) {
 		metrics_add(w->m, M_REFUSED_DRAINING, 1);
 		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
 			      "hub is shutting down\n");
 	}
-	addr[0] = '\0';
-	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	client_addr(w, wsi, addr, sizeof(addr));
 	/* the id over the decoded path's full length: "%00" is a byte */
 	n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
 	rc = n > 0 ? proto_device_path(uri, (size_t)n, &id, &idlen)
@@ -390,6 +445,11 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 			      "device ids are [A-Za-z0-9_-]{1,64}\n");
 	if (subprotocols(wsi, proto, sizeof(proto), &token, &toklen))
 		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
+	/* a browser says where the page came from: --allowed-origins */
+	n = lws_hdr_copy(wsi, proto, sizeof(proto), WSI_TOKEN_ORIGIN);
+	if (n < 0 || (n > 0 && !proto_origin_allowed(c->allowed_origins, proto,
+						     (size_t)n)))
+		return refuse(w, wsi, 403, 0, "origin not allowed\n");
 	wait = authlimit_blocked(w->authlimit, addr, now);
 	if (wait) {
 		metrics_add(w->m, M_AUTH_FAIL_RATE_LIMITED, 1);
@@ -402,8 +462,8 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	if (cert_matches(w, wsi, id)) {
 		if (!registry_creds_fingerprint(w->creds, id, &disabled)) {
 			metrics_add(w->m, M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
-			authlimit_fail(w->authlimit, addr, now);
-			log_auth_failure(w, id, addr, "unknown_device");
+			first = authlimit_fail(w->authlimit, addr, now);
+			log_auth_failure(w, id, addr, first, "unknown_device");
 			return refuse(w, wsi, 401, 0,
 				      "unknown device or bad token\n");
 		}
@@ -414,8 +474,8 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 			&toklen);
 	if (rc == HUB_ERR_NOTFOUND) {
 		metrics_add(w->m, M_AUTH_FAIL_NO_CREDENTIALS, 1);
-		authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr, "no_credentials");
+		first = authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr, first, "no_credentials");
 		return refuse(w, wsi, 401, 0, "credentials required\n");
 	}
 	rc = rc ? HUB_ERR_AUTH
@@ -423,7 +483,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
-		log_auth_failure(w, id, addr, "disabled");
+		log_auth_failure(w, id, addr, 1, "disabled");
 		return refuse(w, wsi, 403, 0, "device disabled\n");
 	}
 	if (rc != HUB_OK) {
@@ -434,8 +494,8 @@ checked:
 			    known ? M_AUTH_FAIL_BAD_TOKEN
 				  : M_AUTH_FAIL_UNKNOWN_DEVICE,
 			    1);
-		authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr,
+		first = authlimit_fail(w->authlimit, addr, now);
+		log_auth_failure(w, id, addr, first,
 				 known ? "bad_token" : "unknown_device");
 		return refuse(w, wsi, 401, 0, "unknown device or bad token\n");
 	}
@@ -445,6 +505,36 @@ checked:
 	w->pending.fingerprint =
 	    registry_creds_fingerprint(w->creds, id, &disabled);
 	return 0;
+}
+
+/*
+ * --max-pending-per-addr: a connection counts from its accept until it is
+ * upgraded as an authenticated device or closed. Its slot rides on the wsi
+ * (lws's opaque user data survives the protocol binding).
+ */
+static int
+pending_enter(struct worker *w, struct lws *wsi)
+{
+	char addr[REGISTRY_ADDR_MAX];
+	struct pendlimit_slot *slot;
+	int refuse;
+
+	addr[0] = '\0';
+	lws_get_peer_simple(wsi, addr, sizeof(addr));
+	/* a trusted proxy carries many clients: not capped as one */
+	if (w->nproxies &&
+	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return 0;
+	slot = pendlimit_enter(w->pending_per_addr, addr, &refuse);
+	lws_set_opaque_user_data(wsi, slot);
+	return refuse ? -1 : 0; /* -1: lws closes it at once */
+}
+
+static void
+pending_leave(struct lws *wsi)
+{
+	pendlimit_leave(lws_get_opaque_user_data(wsi));
+	lws_set_opaque_user_data(wsi, NULL);
 }
 
 /* ---- session life ---------------------------------------------------- */
@@ -489,8 +579,7 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	snprintf(s->session, sizeof(s->session), "%011llx%04x%02x%06x",
 		 (unsigned long long)s->started_ms, w->session_salt & 0xffff,
 		 (unsigned)w->index & 0xff, ++w->session_counter & 0xffffff);
-	hub_bucket_init(&s->bucket, (uint32_t)w->conf->rate,
-			(uint32_t)s->last_rx_ms);
+	uplimit_init(&s->up, &w->upconf, (uint32_t)s->last_rx_ms);
 	old = map_find(w, s->device);
 	if (old) {
 		map_remove(w, old);
@@ -606,13 +695,6 @@ uplink(struct worker *w, struct sess *s, const char *topic, const void *payload,
 	struct bridge_msg *m;
 	int rc;
 
-	if (!hub_bucket_take(&s->bucket, (uint32_t)w->conf->rate,
-			     (uint32_t)mono_ms())) {
-		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
-		sess_err(s, has_id, id, PROTO_E_RATE_LIMITED,
-			 "over --rate messages per second");
-		return;
-	}
 	if (qos == 1) {
 		if (s->inflight >= (uint32_t)w->conf->inflight) {
 			metrics_add(w->m, M_DROP_INFLIGHT_FULL, 1);
@@ -742,6 +824,41 @@ on_binary(struct worker *w, struct sess *s, const uint8_t *buf, size_t len)
 	uplink(w, s, topic, payload, plen, 0, 0, 0);
 }
 
+/*
+ * One complete message. Every message (a ping or an ack as much as a pub)
+ * is charged to the device's frames and bytes budget before it is parsed.
+ * Over budget it is dropped and answered with err rate_limited; only a
+ * small text frame is scanned, for the id the err should name, so a
+ * device past its budget costs no more than the bytes it sends.
+ */
+static int
+on_message(struct worker *w, struct sess *s, const unsigned char *buf,
+	   size_t len)
+{
+	struct proto_frame f;
+	const char *code, *msg;
+
+	metrics_add(w->m, M_MSG_IN, 1);
+	if (!uplimit_charge(&s->up, &w->upconf, len, (uint32_t)mono_ms())) {
+		metrics_add(w->m, M_DROP_RATE_LIMITED, 1);
+		memset(&f, 0, sizeof(f));
+		if (!s->rx_binary && len <= RATE_ID_PEEK_MAX &&
+		    proto_utf8_valid(buf, len) &&
+		    !proto_frame_parse_text((const char *)buf, len, &f, &code,
+					    &msg))
+			proto_frame_release(&f);
+		sess_err(s, f.has_id, f.id, PROTO_E_RATE_LIMITED,
+			 "over --rate messages or --rate-bytes bytes per "
+			 "second");
+		return 0;
+	}
+	if (s->rx_binary) {
+		on_binary(w, s, buf, len);
+		return 0;
+	}
+	return on_text(w, s, (const char *)buf, len);
+}
+
 static int
 on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	   const unsigned char *in, size_t len)
@@ -753,6 +870,14 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 
 	if (s->state != SESS_LIVE)
 		return 0;
+	/* RFC 6455 5.2: no extension is negotiated, so RSV1-3 must be 0 (lws
+	 * built without extensions lets RSV1 through) */
+	if (lws_get_reserved_bits(wsi) & 0x70) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+				 (unsigned char *)"reserved bits", 13);
+		s->close_reason = "closed";
+		return -1;
+	}
 	s->last_rx_ms = mono_ms();
 	if (first) {
 		s->rx_len = 0;
@@ -766,14 +891,8 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 		return -1;
 	}
 	metrics_add(w->m, M_BYTES_IN, len);
-	if (first && final) {
-		metrics_add(w->m, M_MSG_IN, 1);
-		if (s->rx_binary)
-			on_binary(w, s, in, len);
-		else
-			rc = on_text(w, s, (const char *)in, len);
-		return rc;
-	}
+	if (first && final)
+		return on_message(w, s, in, len);
 	if (s->rx_len + len > s->rx_cap) {
 		/* grow as the message does (a device that stops half-way holds
 		 * what it sent, not --max-frame) */
@@ -794,11 +913,7 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	s->rx_len += len;
 	if (!final)
 		return 0;
-	metrics_add(w->m, M_MSG_IN, 1);
-	if (s->rx_binary)
-		on_binary(w, s, s->rx, s->rx_len);
-	else
-		rc = on_text(w, s, (const char *)s->rx, s->rx_len);
+	rc = on_message(w, s, s->rx, s->rx_len);
 	free(s->rx);
 	s->rx = NULL;
 	s->rx_len = 0;
@@ -1124,11 +1239,26 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 {
 	struct worker *w = lws_context_user(lws_get_context(wsi));
 	struct sess *s = user;
+	int rc;
 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		return on_confirm_upgrade(w, wsi, in);
-	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP: {
+		struct proto_upgrade u;
+		char cl[24];
+
+		/* a request with a body is answered 400 and the connection
+		 * closed: nothing after it is read as another request */
+		memset(&u, 0, sizeof(u));
+		body_headers(wsi, cl, sizeof(cl), &u);
+		if (proto_body_status(u.content_length, u.content_length_len,
+				      u.transfer_encoding_len)) {
+			hub__http_answer(wsi, 400, "text/plain",
+					 "no request body here\n", 21, 0);
+			return -1;
+		}
+	}
 		/* a plain request on the device port */
 		if (in && !strncmp(in, "/v1/devices/", 12))
 			return hub__http_answer(wsi, 426, "text/plain",
@@ -1149,7 +1279,13 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		s->fingerprint = w->pending.fingerprint;
 		w->pending.wsi = NULL;
 		return 0;
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		return pending_enter(w, wsi);
+	case LWS_CALLBACK_WSI_DESTROY:
+		pending_leave(wsi);
+		break;
 	case LWS_CALLBACK_ESTABLISHED:
+		pending_leave(wsi);
 		return on_established(w, s, wsi);
 	case LWS_CALLBACK_RECEIVE:
 		return on_receive(w, s, wsi, in, len);
@@ -1159,7 +1295,12 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0;
 	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 		s->peer_closed = 1;
-		return 0;
+		/* a malformed close is failed, not echoed (RFC 6455 7.4) */
+		rc = proto_ws_close_status(in, len);
+		if (rc)
+			lws_close_reason(wsi, (enum lws_close_status)rc,
+					 (unsigned char *)"bad close", 9);
+		return rc ? -1 : 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return on_writeable(w, s, wsi);
 	case LWS_CALLBACK_CLOSED:

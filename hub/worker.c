@@ -235,14 +235,17 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 	retry.secs_since_valid_ping = (uint16_t)c->heartbeat;
 	retry.secs_since_valid_hangup = (uint16_t)c->idle_timeout;
 	info.retry_and_idle_policy = &retry;
-	info.timeout_secs = 20; /* TLS and HTTP handshakes */
+	/* --handshake-timeout: the HTTP request must be complete in time
+	 * (the TLS handshake's share is the context's timeout_secs) */
+	info.timeout_secs_ah_idle = c->handshake_timeout;
 	info.keepalive_timeout = 10;
 	return lws_create_vhost(w->ctx, &info);
 }
 
 int
 hub__worker_run(const struct conf *c, int index, int nworkers,
-		struct metrics *metrics, int ready_fd, int argc, char **argv)
+		struct metrics *metrics, int ready_fd, int argc, char **argv,
+		struct authlimit *authlimit)
 {
 	struct lws_context_creation_info info;
 	struct bridge_config bc;
@@ -273,8 +276,19 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	w.max_sessions = (c->max_conns + nworkers - 1) / nworkers;
 	if (getrandom(&w.session_salt, sizeof(w.session_salt), 0) < 0)
 		w.session_salt = (uint32_t)getpid();
-	w.authlimit = authlimit_new(8192, (unsigned)c->auth_fail_limit);
-	if (!w.authlimit || hub__map_init(&w, (size_t)w.max_sessions)) {
+	w.authlimit = authlimit;
+	w.pending_per_addr =
+	    pendlimit_new(8192, (unsigned)c->max_pending_per_addr);
+	/* validated by conf_load */
+	proto_cidrs_parse(c->trusted_proxies, w.proxies, CONF_PROXIES_MAX,
+			  &w.nproxies);
+	w.upconf.rate = (uint32_t)c->rate;
+	w.upconf.rate_bytes = (uint64_t)c->rate_bytes;
+	w.upconf.burst =
+	    (uint64_t)(c->rate_bytes > c->max_frame ? c->rate_bytes
+						    : c->max_frame);
+	if (!w.authlimit || !w.pending_per_addr ||
+	    hub__map_init(&w, (size_t)w.max_sessions)) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
 		goto out;
 	}
@@ -304,6 +318,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	wc.prefix = c->prefix;
 	wc.worker = index;
 	wc.nworkers = nworkers;
+	wc.events_retention = c->events_retention;
 	wc.queue_cap = (size_t)w.max_sessions * 3 + 65536;
 	w.writer =
 	    writer_new(&wc, w.bridge, wake, &w, err, sizeof(err), &repaired);
@@ -334,6 +349,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	info.foreign_loops = foreign;
 	info.user = &w;
 	info.count_threads = 1;
+	info.timeout_secs = (unsigned)c->handshake_timeout; /* TLS accept */
 	w.ctx = lws_create_context(&info);
 	if (!w.ctx) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "lws context failed");
@@ -408,7 +424,7 @@ out:
 	writer_free(w.writer);
 	bridge_free(w.bridge);
 	registry_creds_free(w.creds);
-	authlimit_free(w.authlimit);
+	pendlimit_free(w.pending_per_addr);
 	hub__map_free(&w);
 	metrics_set(w.m, M_REGISTRY_OPEN, 0);
 	metrics_set(w.m, M_BROKER_CONNECTED, 0);

@@ -292,12 +292,31 @@ poll_devices(struct writer *w)
 	w->wake(w->wake_arg);
 }
 
+/* --events-retention: one worker prunes, at start and then hourly. */
+static void
+prune_events(struct writer *w)
+{
+	int64_t before = hub_clock_ms() -
+			 (int64_t)w->cfg.events_retention * 86400 * 1000,
+		deleted = 0;
+	int rc;
+
+	rc = registry_events_prune(w->reg, before, 1000, &deleted);
+	if (rc != HUB_OK)
+		hub_log(HUB_LOG_WARN, "HUB-REG-PRUNE", "events: %s",
+			hub_strerror(rc));
+	else if (deleted)
+		hub_log(HUB_LOG_INFO, "HUB-REG-PRUNE",
+			"%lld events older than %d days deleted",
+			(long long)deleted, w->cfg.events_retention);
+}
+
 static void *
 writer_main(void *arg)
 {
 	struct writer *w = arg;
 	struct writer_item *items[BATCH_MAX];
-	uint64_t next_poll = hub_clock_mono_us() + 1000000;
+	uint64_t next_poll = hub_clock_mono_us() + 1000000, next_prune = 0;
 	size_t n, i;
 
 	for (;;) {
@@ -335,6 +354,11 @@ writer_main(void *arg)
 		if (hub_clock_mono_us() >= next_poll) {
 			poll_devices(w);
 			next_poll = hub_clock_mono_us() + 1000000;
+		}
+		if (w->cfg.worker == 0 && w->cfg.events_retention > 0 &&
+		    hub_clock_mono_us() >= next_prune) {
+			prune_events(w);
+			next_prune = hub_clock_mono_us() + 3600ull * 1000000;
 		}
 	}
 	return NULL;

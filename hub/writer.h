@@ -46,6 +46,7 @@ struct writer_config {
 	const char *prefix;
 	int worker, nworkers;
 	size_t queue_cap;
+	int events_retention; /* days; pruned at start and then hourly */
 };
 
 /*

@@ -10,7 +10,9 @@
  *   - the v1 frame envelope in and out, and the binary frame
  *     (proto_frame.c);
  *   - credentials as they arrive in an HTTP upgrade (proto_cred.c), and
- *     the upgrade request itself (proto_http.c).
+ *     the upgrade request itself (proto_http.c);
+ *   - the client's address behind a trusted proxy, allowed web origins
+ *     (proto_net.c).
  *
  * Everything here is a pure function of its arguments: no I/O, no state,
  * no logging, safe from any thread. Every input is (pointer, length) and
@@ -214,16 +216,75 @@ struct proto_upgrade {
 	size_t key_len;
 	const char *wsversion; /* Sec-WebSocket-Version */
 	size_t wsversion_len;
+	const char *content_length;   /* repeated ones joined by ',' */
+	size_t content_length_len;    /* 0: none */
+	size_t transfer_encoding_len; /* 0: none */
 };
+/*
+ * Body framing of a request to the device port, where no request has a
+ * body (RFC 9112 6.1/6.3, request smuggling behind a proxy that reuses
+ * connections): 0 if there is no Transfer-Encoding and Content-Length is
+ * absent or exactly "0", else 400 (the connection must then be closed).
+ */
+int proto_body_status(const char *cl, size_t cl_len, size_t te_len);
 /* 1 if k[0..len) is 16 bytes in base64 (RFC 6455 4.1). */
 int proto_ws_key_valid(const char *k, size_t len);
 /*
  * 0 if the request may be upgraded, else the HTTP status to refuse it
- * with and *why a short static body: 400 for a version other than
- * HTTP/1.1 (also a request line cut short), no Host or a malformed key;
+ * with and *why a short static body: 400 for any body framing
+ * (proto_body_status), a version other than HTTP/1.1 (also a request
+ * line cut short), no Host or a malformed key;
  * 426 for a missing or unsupported Sec-WebSocket-Version (the answer must
  * carry "Sec-WebSocket-Version: 13").
  */
 int proto_upgrade_status(const struct proto_upgrade *u, const char **why);
+/*
+ * RFC 6455 5.5.1/7.4: the payload p[0..len) of a close frame a peer sent.
+ * 0 if it is well-formed (empty, or a valid status code and a UTF-8
+ * reason), else the close code to fail the connection with: 1002 for a
+ * 1-byte payload or a code that may not be sent (0-999, 1004-1006, 1015,
+ * unassigned 1016-2999, >= 5000), 1007 for a reason that is not UTF-8.
+ */
+int proto_ws_close_status(const unsigned char *p, size_t len);
+
+/* ---- behind a proxy, browsers (proto_net.c) --------------------------- */
+
+/* An IPv4 or IPv6 network: family 4 or 6, addr in network order. */
+struct proto_cidr {
+	int family;
+	unsigned bits;
+	unsigned char addr[16];
+};
+/*
+ * Parses a comma list "10.0.0.0/8, 192.168.1.7, fd00::/8" (a bare address
+ * is a /32 or /128) into out[0..max). HUB_OK and *n; HUB_ERR_INVAL for a
+ * malformed entry; HUB_ERR_TOOBIG past max entries.
+ */
+int proto_cidrs_parse(const char *list, struct proto_cidr *out, size_t max,
+		      size_t *n);
+/* 1 if the address text addr[0..len) lies in one of c[0..n). */
+int proto_cidrs_match(const struct proto_cidr *c, size_t n, const char *addr,
+		      size_t len);
+/*
+ * The client address of an X-Forwarded-For value xff[0..len) sent by a
+ * trusted proxy: walking from the right, entries inside c[0..n) (more
+ * trusted proxies) are skipped; the first other entry is the client,
+ * copied NUL-terminated into out. HUB_ERR_NOTFOUND when an entry is not an
+ * IP address (the walk stops there: use the peer's address).
+ */
+int proto_forwarded_for(const char *xff, size_t len, const struct proto_cidr *c,
+			size_t n, char *out, size_t cap);
+/*
+ * The same for a Forwarded value (RFC 7239): the for= node of each
+ * element, "[v6]:port" and "v4:port" reduced to the address; "unknown" or
+ * an obfuscated node ends the walk (HUB_ERR_NOTFOUND).
+ */
+int proto_forwarded(const char *v, size_t len, const struct proto_cidr *c,
+		    size_t n, char *out, size_t cap);
+/*
+ * 1 if origin[0..len) is in list ("https://a.example, https://b.example";
+ * NULL, empty or "*": any), compared without regard to case.
+ */
+int proto_origin_allowed(const char *list, const char *origin, size_t len);
 
 #endif

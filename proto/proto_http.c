@@ -1,6 +1,7 @@
 /*
  * proto_http.c - what an upgrade request must carry before the hub looks at
- * its credentials (RFC 6455 4.1/4.2.1, RFC 9112 3). Pure, any thread.
+ * its credentials (RFC 6455 4.1/4.2.1, RFC 9112 3), and what a close
+ * frame from a peer may hold (RFC 6455 5.5.1, 7.4). Pure, any thread.
  *
  * The HTTP parser in front of the hub is lenient: it takes an HTTP/1.0
  * upgrade, a request without Host, any Sec-WebSocket-Key, and it ends the
@@ -46,8 +47,41 @@ proto_ws_key_valid(const char *k, size_t len)
 }
 
 int
+proto_ws_close_status(const unsigned char *p, size_t len)
+{
+	unsigned code;
+
+	if (!len)
+		return 0;
+	if (len == 1 || !p)
+		return 1002;
+	code = (unsigned)p[0] << 8 | p[1];
+	/* 1000-1003, 1007-1011, and the IANA-registered 1012-1014 */
+	if (!((code >= 1000 && code <= 1003) ||
+	      (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999)))
+		return 1002;
+	return proto_utf8_valid(p + 2, len - 2) ? 0 : 1007;
+}
+
+int
+proto_body_status(const char *cl, size_t cl_len, size_t te_len)
+{
+	if (te_len)
+		return 400;
+	if (cl_len && (cl_len != 1 || !cl || cl[0] != '0'))
+		return 400;
+	return 0;
+}
+
+int
 proto_upgrade_status(const struct proto_upgrade *u, const char **why)
 {
+	if (proto_body_status(u->content_length, u->content_length_len,
+			      u->transfer_encoding_len)) {
+		*why = "no request body here (Content-Length, "
+		       "Transfer-Encoding)\n";
+		return 400;
+	}
 	if (u->version_len != 8 || memcmp(u->version, "HTTP/1.1", 8)) {
 		*why = "an upgrade needs HTTP/1.1\n";
 		return 400;

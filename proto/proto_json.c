@@ -27,6 +27,18 @@ proto_utf8_valid(const void *p, size_t len)
 		size_t n;
 		unsigned cp, min;
 
+		/* ASCII runs, eight bytes at a time */
+		while (len - i >= 8) {
+			uint64_t v;
+
+			memcpy(&v, s + i, 8);
+			if (v & 0x8080808080808080ull)
+				break;
+			i += 8;
+		}
+		if (i == len)
+			break;
+		c = s[i];
 		if (c < 0x80) {
 			i++;
 			continue;

@@ -1,6 +1,7 @@
 /*
  * fuzz_cred.c - libFuzzer target: the credential and upgrade-request
- * parsers (proto_cred.c, proto_http.c). Byte 0 picks the parser; the rest
+ * parsers (proto_cred.c, proto_http.c) and the proxy and origin rules
+ * (proto_net.c). Byte 0 picks the parser; the rest
  * is the input. Checks that whatever is accepted as an id or a token holds
  * no control byte (so nothing is ever cut short) and lies inside the input.
  */
@@ -35,7 +36,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	len = size - 1;
-	switch (data[0] % 5) {
+	switch (data[0] % 7) {
 	case 0:
 		if (proto_device_path(buf, len, &t, &n) == HUB_OK) {
 			inside(t, n, buf, len);
@@ -78,6 +79,49 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    (u.key_len != 24 || u.version_len != 8))
 			abort();
 		break;
+	case 5: {
+		/* X-Forwarded-For behind 10.0.0.0/8: the client is an address
+		 */
+		struct proto_cidr c[2];
+		char out[64];
+
+		if (proto_cidrs_parse("10.0.0.0/8,fd00::/8", c, 2, &n))
+			abort();
+		if (proto_forwarded_for(buf, len, c, n, out, sizeof(out)) ==
+		    HUB_OK) {
+			if (!memmem(buf, len, out, strlen(out)) ||
+			    strlen(out) == 0)
+				abort();
+			if (!proto_cidrs_match(c, n, out, strlen(out)) &&
+			    !memchr(out, '.', strlen(out)) &&
+			    !memchr(out, ':', strlen(out)))
+				abort();
+		}
+		if (proto_forwarded(buf, len, c, n, out, sizeof(out)) ==
+			HUB_OK &&
+		    (!strlen(out) || !memmem(buf, len, out, strlen(out))))
+			abort();
+		break;
+	}
+	case 6: {
+		/* a CIDR list from the configuration, then a match */
+		struct proto_cidr c[8];
+		char list[256];
+
+		if (len >= sizeof(list))
+			break;
+		memcpy(list, buf, len);
+		list[len] = '\0';
+		if (proto_cidrs_parse(list, c, 8, &n) == HUB_OK) {
+			for (size_t i = 0; i < n; i++)
+				if (c[i].bits > (c[i].family == 4 ? 32u : 128u))
+					abort();
+			proto_cidrs_match(c, n, "10.1.2.3", 8);
+			proto_cidrs_match(c, n, "::1", 3);
+		}
+		proto_origin_allowed(list, "https://a.example", 17);
+		break;
+	}
 	}
 	return 0;
 }

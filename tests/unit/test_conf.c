@@ -1,4 +1,8 @@
-/* test_conf.c - hub/conf.c (defaults, INI, flags) and hub/authlimit.c. */
+/*
+ * test_conf.c - hubcore's pure parts: hub/conf.c (defaults, INI, flags),
+ * hub/authlimit.c (per hub, shared across fork), hub/pendlimit.c and
+ * hub/uplimit.c.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +17,10 @@
 #include "authlimit.h"
 #include "conf.h"
 #include "hub_err.h"
+#include "pendlimit.h"
+#include "uplimit.h"
+
+#include <sys/wait.h>
 
 static int
 load(struct conf *c, int argc, char **argv)
@@ -154,6 +162,100 @@ authlimit_window(void **state)
 	authlimit_free(a);
 }
 
+/* One table for the whole hub: failures counted in another process (a
+ * worker) block the address here too. */
+static void
+authlimit_shared_across_fork(void **state)
+{
+	struct authlimit *a = authlimit_new(64, 3);
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_non_null(a);
+	assert_int_equal(authlimit_fail(a, "10.0.0.1", 1000), 1); /* first */
+	assert_int_equal(authlimit_fail(a, "10.0.0.1", 1000), 0);
+	pid = fork();
+	if (pid == 0)
+		_exit(authlimit_fail(a, "10.0.0.1", 2000) == 0 ? 0 : 1);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(authlimit_blocked(a, "10.0.0.1", 3000), 58);
+	/* a new minute: a new first failure */
+	assert_int_equal(authlimit_fail(a, "10.0.0.1", 62000), 1);
+	authlimit_free(a);
+	authlimit_free(NULL);
+}
+
+static void
+pendlimit_caps_per_address(void **state)
+{
+	struct pendlimit *p = pendlimit_new(64, 2);
+	struct pendlimit_slot *s1, *s2, *s3;
+	int refuse, i;
+
+	(void)state;
+	assert_non_null(p);
+	s1 = pendlimit_enter(p, "10.0.0.1", &refuse);
+	assert_non_null(s1);
+	s2 = pendlimit_enter(p, "10.0.0.1", &refuse);
+	assert_non_null(s2);
+	assert_null(pendlimit_enter(p, "10.0.0.1", &refuse));
+	assert_int_equal(refuse, 1);
+	s3 = pendlimit_enter(p, "10.0.0.2", &refuse); /* others unaffected */
+	assert_non_null(s3);
+	assert_int_equal(pendlimit_count(p, "10.0.0.1"), 2);
+	pendlimit_leave(s1);
+	assert_non_null(s1 = pendlimit_enter(p, "10.0.0.1", &refuse));
+	pendlimit_leave(s1);
+	pendlimit_leave(s2);
+	pendlimit_leave(s3);
+	pendlimit_leave(NULL);
+	assert_int_equal(pendlimit_count(p, "10.0.0.1"), 0);
+	/* a flood of addresses: bounded, let through uncounted, no refusal */
+	for (i = 0; i < 10000; i++) {
+		char addr[32];
+
+		snprintf(addr, sizeof(addr), "10.1.%d.%d", i >> 8, i & 255);
+		pendlimit_enter(p, addr, &refuse);
+		assert_int_equal(refuse, 0);
+	}
+	pendlimit_free(p);
+}
+
+static void
+uplimit_frames_and_bytes(void **state)
+{
+	struct uplimit_conf c = {5, 1000, 2048};
+	struct uplimit u;
+	int i, ok = 0;
+
+	(void)state;
+	uplimit_init(&u, &c, 0);
+	/* a burst of 5 pings, then nothing until tokens come back */
+	for (i = 0; i < 10; i++)
+		ok += uplimit_charge(&u, &c, 10, 0);
+	assert_int_equal(ok, 5);
+	assert_false(uplimit_charge(&u, &c, 10, 100));
+	assert_true(uplimit_charge(&u, &c, 10, 200)); /* 5/s: one per 200 ms */
+	/* bytes: burst 2048, then 1000 per second */
+	uplimit_init(&u, &c, 0);
+	assert_true(uplimit_charge(&u, &c, 2000, 0));
+	assert_false(uplimit_charge(&u, &c, 1000, 0));
+	assert_false(uplimit_charge(&u, &c, 1000, 900));
+	assert_true(uplimit_charge(&u, &c, 1000, 1000));
+	/* a refused message spends nothing */
+	uplimit_init(&u, &c, 0);
+	assert_false(uplimit_charge(&u, &c, 4096, 0));
+	assert_true(uplimit_charge(&u, &c, 2048, 0));
+	/* the monotonic clock wraps */
+	uplimit_init(&u, &c, UINT32_MAX - 10);
+	for (i = 0; i < 5; i++)
+		assert_true(uplimit_charge(&u, &c, 1, UINT32_MAX - 10));
+	assert_true(uplimit_charge(&u, &c, 1, 400));
+}
+
 int
 main(void)
 {
@@ -163,6 +265,9 @@ main(void)
 	    cmocka_unit_test(bad_input_is_refused),
 	    cmocka_unit_test(worker_count),
 	    cmocka_unit_test(authlimit_window),
+	    cmocka_unit_test(authlimit_shared_across_fork),
+	    cmocka_unit_test(pendlimit_caps_per_address),
+	    cmocka_unit_test(uplimit_frames_and_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

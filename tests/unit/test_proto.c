@@ -864,7 +864,8 @@ static void
 upgrade_request_rules(void **state)
 {
 	struct proto_upgrade u = {
-	    "HTTP/1.1", 8, 9, "dGhlIHNhbXBsZSBub25jZQ==", 24, "13", 2};
+	    "HTTP/1.1", 8, 9, "dGhlIHNhbXBsZSBub25jZQ==", 24, "13", 2,
+	    NULL,	0, 0};
 	const char *why;
 
 	(void)state;
@@ -895,6 +896,126 @@ upgrade_request_rules(void **state)
 	assert_false(proto_ws_key_valid("AAAAAAAAAAAAAAAAAAAA-A==", 24));
 	assert_false(proto_ws_key_valid("AAAAAAAAAAAAAAAAAAAAAA=", 23));
 	assert_false(proto_ws_key_valid(NULL, 24));
+	/* request smuggling: no body framing on the device port */
+	u.key_len = 24;
+	assert_int_equal(proto_upgrade_status(&u, &why), 0);
+	u.transfer_encoding_len = 7;
+	assert_int_equal(proto_upgrade_status(&u, &why), 400);
+	u.transfer_encoding_len = 0;
+	u.content_length = "5";
+	u.content_length_len = 1;
+	assert_int_equal(proto_upgrade_status(&u, &why), 400);
+	assert_int_equal(proto_body_status("0", 1, 0), 0);
+	assert_int_equal(proto_body_status(NULL, 0, 0), 0);
+	assert_int_equal(proto_body_status("0,5", 3, 0), 400); /* two */
+	assert_int_equal(proto_body_status("00", 2, 0), 400);
+	assert_int_equal(proto_body_status("0", 1, 7), 400);
+}
+
+#define CLOSE(lit)                                                             \
+	proto_ws_close_status((const unsigned char *)lit, sizeof(lit) - 1)
+
+static void
+close_frames(void **state)
+{
+	(void)state;
+	assert_int_equal(proto_ws_close_status(NULL, 0), 0);
+	assert_int_equal(CLOSE("\x03\xe8"), 0); /* 1000 */
+	assert_int_equal(CLOSE("\x03\xe8ok"), 0);
+	assert_int_equal(CLOSE("\x0f\xa1"), 0);	   /* 4001 */
+	assert_int_equal(CLOSE("\x03\xf4"), 0);	   /* 1012 */
+	assert_int_equal(CLOSE("\x03"), 1002);	   /* 1 byte */
+	assert_int_equal(CLOSE("\x03\xe7"), 1002); /* 999 */
+	assert_int_equal(CLOSE("\x03\xec"), 1002); /* 1004 */
+	assert_int_equal(CLOSE("\x03\xed"), 1002); /* 1005 */
+	assert_int_equal(CLOSE("\x03\xee"), 1002); /* 1006 */
+	assert_int_equal(CLOSE("\x03\xf7"), 1002); /* 1015 */
+	assert_int_equal(CLOSE("\x07\xd0"), 1002); /* 2000 */
+	assert_int_equal(CLOSE("\x13\x88"), 1002); /* 5000 */
+	assert_int_equal(CLOSE("\x00\x00"), 1002);
+	assert_int_equal(CLOSE("\x03\xe8\xff"), 1007);
+	assert_int_equal(CLOSE("\x03\xe8\xed\xa0\x80"), 1007);
+}
+
+static void
+trusted_proxies_and_origins(void **state)
+{
+	struct proto_cidr c[4];
+	char out[64];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(
+	    proto_cidrs_parse("10.0.0.0/8, 192.168.1.7,fd00::/8", c, 4, &n),
+	    HUB_OK);
+	assert_int_equal(n, 3);
+	assert_true(proto_cidrs_match(c, n, "10.1.2.3", 8));
+	assert_true(proto_cidrs_match(c, n, "192.168.1.7", 11));
+	assert_false(proto_cidrs_match(c, n, "192.168.1.8", 11));
+	assert_true(proto_cidrs_match(c, n, "fd12::1", 7));
+	assert_false(proto_cidrs_match(c, n, "fe80::1", 7));
+	assert_false(proto_cidrs_match(c, n, "11.0.0.1", 8));
+	assert_false(proto_cidrs_match(c, n, "10.0.0.1\0", 9));
+	assert_int_equal(proto_cidrs_parse("10.0.0.0/33", c, 4, &n),
+			 HUB_ERR_INVAL);
+	assert_int_equal(proto_cidrs_parse("nohost", c, 4, &n), HUB_ERR_INVAL);
+	assert_int_equal(proto_cidrs_parse("1.1.1.1,2.2.2.2", c, 1, &n),
+			 HUB_ERR_TOOBIG);
+	assert_int_equal(proto_cidrs_parse("", c, 4, &n), HUB_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(proto_cidrs_parse("10.0.0.0/8", c, 4, &n), HUB_OK);
+	/* from the right, skipping our own proxies */
+	assert_int_equal(
+	    proto_forwarded_for("203.0.113.7", 11, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(proto_forwarded_for("6.6.6.6, 203.0.113.7 ,10.0.0.2",
+					     30, c, n, out, sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.7"); /* 6.6.6.6: client-written */
+	assert_int_equal(proto_forwarded_for("junk, 203.0.113.7", 17, c, n, out,
+					     sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(proto_forwarded_for("203.0.113.7, junk", 17, c, n, out,
+					     sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_forwarded_for("", 0, c, n, out, sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	/* Forwarded (RFC 7239) */
+	assert_int_equal(
+	    proto_forwarded("for=203.0.113.7", 15, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "203.0.113.7");
+	assert_int_equal(
+	    proto_forwarded(
+		"for=6.6.6.6, for=\"[2001:db8::17]:4711\";proto=https,"
+		" For=10.0.0.2:80",
+		67, c, n, out, sizeof(out)),
+	    HUB_OK);
+	assert_string_equal(out, "2001:db8::17");
+	assert_int_equal(proto_forwarded("proto=http;for=\"203.0.113.9:1\"", 30,
+					 c, n, out, sizeof(out)),
+			 HUB_OK);
+	assert_string_equal(out, "203.0.113.9");
+	assert_int_equal(
+	    proto_forwarded("for=unknown", 11, c, n, out, sizeof(out)),
+	    HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_forwarded("for=_hidden, for=10.0.0.1", 25, c, n,
+					 out, sizeof(out)),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(
+	    proto_forwarded("by=1.2.3.4", 10, c, n, out, sizeof(out)),
+	    HUB_ERR_NOTFOUND);
+	/* origins */
+	assert_true(proto_origin_allowed(NULL, "https://x", 9));
+	assert_true(proto_origin_allowed("", "https://x", 9));
+	assert_true(proto_origin_allowed("*", "https://x", 9));
+	assert_true(proto_origin_allowed("https://a.example, https://X",
+					 "https://x", 9));
+	assert_false(proto_origin_allowed("https://a.example", "https://x", 9));
+	assert_false(proto_origin_allowed("https://x", "https://xy", 10));
+	assert_false(proto_origin_allowed("https://x", "https://x\0", 10));
 }
 
 int
@@ -928,6 +1049,8 @@ main(void)
 	    cmocka_unit_test(credentials_never_truncate),
 	    cmocka_unit_test(subprotocol_offers),
 	    cmocka_unit_test(upgrade_request_rules),
+	    cmocka_unit_test(close_frames),
+	    cmocka_unit_test(trusted_proxies_and_origins),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

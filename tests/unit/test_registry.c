@@ -1159,6 +1159,40 @@ test_creds_100k(void **state)
 	registry_close(reg);
 }
 
+/* --events-retention: old events go, oldest first, in batches; new stay */
+static void
+test_events_prune(void **state)
+{
+	struct registry *reg = open_mem();
+	struct evs v = {0};
+	int64_t deleted;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 25; i++)
+		assert_int_equal(registry_auth_failed(reg, "d1", "10.0.0.1",
+						      "h", "bad_token",
+						      1000 + i),
+				 HUB_OK);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(registry_auth_failed(reg, "d1", "10.0.0.1",
+						      "h", "bad_token",
+						      90000 + i),
+				 HUB_OK);
+	assert_int_equal(registry_events_prune(reg, 50000, 10, &deleted),
+			 HUB_OK);
+	assert_int_equal(deleted, 25);
+	assert_int_equal(registry_events(reg, NULL, 100, collect_ev, &v),
+			 HUB_OK);
+	assert_int_equal(v.n, 3);
+	assert_int_equal(registry_events_prune(reg, 50000, 10, &deleted),
+			 HUB_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(registry_events_prune(reg, 50000, 0, &deleted),
+			 HUB_ERR_INVAL);
+	registry_close(reg);
+}
+
 int
 main(void)
 {
@@ -1179,6 +1213,7 @@ main(void)
 	    cmocka_unit_test(test_session_deleted_device),
 	    cmocka_unit_test(test_group_commit),
 	    cmocka_unit_test(test_events),
+	    cmocka_unit_test(test_events_prune),
 	    cmocka_unit_test(test_repair),
 	    cmocka_unit_test(test_repair_superseded),
 	    cmocka_unit_test(test_session_superseded),
