@@ -144,13 +144,15 @@ class TestHubctlUx(hubfix.HubTest):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         self.procs.append(p)
-        lines = []
-        reader = hubfix.threading.Thread(
-            target=lambda: [lines.append(ln) for ln in p.stdout], daemon=True)
-        reader.start()
+        lines, errs = [], []
+        for stream, into in ((p.stdout, lines), (p.stderr, errs)):
+            hubfix.threading.Thread(
+                target=lambda s=stream, i=into: [i.append(ln) for ln in s],
+                daemon=True).start()
         # subscribed when the "watching" line is on stderr
-        hubfix.wait_until(lambda: p.poll() is None and p.stderr.readline(), 10,
-                          what="watch started")
+        hubfix.wait_until(lambda: any("watching" in e for e in errs) or p.poll() is not None,
+                          10, what="watch started")
+        self.assertIsNone(p.poll(), errs)
         c2 = self.connect(hub, "w2", tok["w2"])
         c1 = self.connect(hub, "w1", tok["w1"])
         hubfix.wait_until(lambda: any(" w1 online" in ln for ln in lines), 10,
