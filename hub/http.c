@@ -563,33 +563,34 @@ sample(lws_sorted_usec_list_t *sul)
 			 (lws_usec_t)METRICS_HISTORY_MS * LWS_US_PER_MS);
 }
 
-/* Reads --http-token FILE: the first line, trimmed. 0 or -1. */
-static int
-load_token(struct ops_vh *vh, const char *path)
+int
+hub__http_token_read(const char *path, char *out, size_t cap, size_t *len,
+		     char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	size_t n;
 
+	*len = 0;
 	if (!f) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "--http-token %s: %s", path,
-			strerror(errno));
+		snprintf(err, errlen, "--http-token %s: %s", path,
+			 strerror(errno));
 		return -1;
 	}
-	if (!fgets(vh->token, sizeof(vh->token), f))
-		vh->token[0] = '\0';
+	if (!fgets(out, (int)cap, f))
+		out[0] = '\0';
 	fclose(f);
-	n = strcspn(vh->token, "\r\n");
-	while (n && (vh->token[n - 1] == ' ' || vh->token[n - 1] == '\t'))
+	n = strcspn(out, "\r\n");
+	while (n && (out[n - 1] == ' ' || out[n - 1] == '\t'))
 		n--;
-	vh->token[n] = '\0';
-	vh->token_len = n;
+	out[n] = '\0';
 	if (n < 16) {
-		hub_log(HUB_LOG_ERR, "HUB-START",
-			"--http-token %s: want a token of at least 16 "
-			"characters on its first line",
-			path);
+		snprintf(err, errlen,
+			 "--http-token %s: want a token of at least 16 "
+			 "characters on its first line",
+			 path);
 		return -1;
 	}
+	*len = n;
 	return 0;
 }
 
@@ -763,11 +764,19 @@ submit_api(struct ops_vh *vh, struct lws *wsi, const char *uri)
 static int
 vh_init(struct ops_vh *vh, struct worker *w)
 {
+	char err[600];
+
 	vh->w = w;
 	pthread_mutex_init(&vh->lock, NULL);
 	pthread_cond_init(&vh->cond, NULL);
-	if (w->conf->http_token[0] && load_token(vh, w->conf->http_token))
+	if (w->conf->http_token[0] &&
+	    hub__http_token_read(w->conf->http_token, vh->token,
+				 sizeof(vh->token), &vh->token_len, err,
+				 sizeof(err))) {
+		/* the supervisor checked it; the file changed since */
+		hub_log(HUB_LOG_ERR, "HUB-START", "%s", err);
 		return -1;
+	}
 	if (pthread_create(&vh->thread, NULL, reader_main, vh)) {
 		hub_log(HUB_LOG_ERR, "HUB-START",
 			"cannot start the ops reader");

@@ -100,6 +100,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "hubd: %s\n%s", err, conf_usage());
 		return 2;
 	}
+	if (conf.http_token[0]) {
+		char tok[512];
+		size_t tlen;
+
+		if (hub__http_token_read(conf.http_token, tok, sizeof(tok),
+					 &tlen, err, sizeof(err))) {
+			fprintf(stderr, "hubd: %s\n", err);
+			return 2;
+		}
+	}
 	hub_log_set_level((enum hub_log_level)conf.log_level);
 	lws_set_log_level(conf.log_level >= 3 ? LLL_ERR | LLL_WARN | LLL_NOTICE
 					      : LLL_ERR,

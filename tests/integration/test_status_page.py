@@ -145,7 +145,12 @@ class TestStatusPage(hubfix.HubTest):
         with open(tokfile, "w") as f:
             f.write("short\n")
         bad = self.start_hub(extra=["--http-token", tokfile], hub_id="hubB", ready=False)
-        hubfix.wait_until(lambda: "at least 16" in bad.log_text(), 20, what="token refused")
+        self.assertEqual(bad.proc.wait(30), 2)
+        self.assertIn("at least 16", bad.log_text())
+        bad = self.start_hub(extra=["--http-token", tokfile + ".missing"], hub_id="hubC",
+                             ready=False)
+        self.assertEqual(bad.proc.wait(30), 2)
+        self.assertIn("No such file", bad.log_text())
 
     def test_browser(self):
         node_modules = os.path.join(BROWSER_DIR, "node_modules", "playwright-core")
