@@ -646,7 +646,7 @@ arg(struct lws *wsi, const char *name, char *buf, int len)
 static int
 parse_api(struct lws *wsi, const char *uri, struct ops_req *r, const char **why)
 {
-	char v[API_Q_MAX + 2], *end;
+	char v[1024], *end; /* lws reports a longer value as absent */
 	long long n;
 
 	r->limit = API_DEFAULT_LIMIT;

@@ -134,6 +134,17 @@ class TestHubctlUx(hubfix.HubTest):
             self.assertEqual(r.returncode, 1, (uri, r))
             self.assertIn(want, r.stderr, uri)
             self.assertNotIn("Failure", r.stderr, uri)
+        # a failover list: each URI says what failed; a good one later wins
+        r = run(hubfix.HUBCTL, "--db", self.db, "--broker",
+                f"tcp://127.0.0.1:{port},tcp://no-such-host.invalid:1883",
+                "send", "dev1", "reboot", "{}")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(f"127.0.0.1:{port}: connection refused", r.stderr)
+        self.assertIn("no-such-host.invalid:1883: unknown host", r.stderr)
+        r = run(hubfix.HUBCTL, "--db", self.db, "--broker",
+                f"tcp://127.0.0.1:{port},tcp://127.0.0.1:{self.broker.port}",
+                "send", "dev1", "reboot", "{}")
+        self.assertEqual(r.returncode, 0, r)
 
     def test_watch(self):
         tok = self.add_devices("w1", "w2")
