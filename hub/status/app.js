@@ -61,11 +61,14 @@ function showError(e) {
 function drawChart(points) {
   const svg = $("chart");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
-  const now = Date.now(), from = now - 3600000;
-  const pts = points.filter((p) => p[0] >= from);
+  const now = Date.now();
+  const pts = points.filter((p) => p[0] >= now - 3600000);
   if (!pts.length) return;
+  // the last hour, or less while the hub has been up for less (2 min at least)
+  const from = Math.max(now - 3600000, Math.min(pts[0][0], now - 120000));
+  const span = now - from;
   const max = Math.max(1, ...pts.map((p) => p[1]));
-  const x = (t) => ((t - from) / 3600000) * 600;
+  const x = (t) => ((t - from) / span) * 600;
   const y = (v) => 115 - (v / max) * 105;
   let d = "";
   pts.forEach((p, i) => { d += (i ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1) + " "; });
@@ -78,7 +81,7 @@ function drawChart(points) {
   line.setAttribute("class", "line");
   svg.appendChild(area);
   svg.appendChild(line);
-  $("chart-min").textContent = "1 h ago";
+  $("chart-min").textContent = span >= 3590000 ? "1 h ago" : Math.round(span / 60000) + " min ago";
   $("chart-max").textContent = "peak " + max.toLocaleString() + " · now " + pts[pts.length - 1][1].toLocaleString();
 }
 
