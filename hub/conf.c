@@ -93,6 +93,8 @@ static const struct opt opts[] = {
     {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
     {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
      "N QoS 1 messages held while the broker is away (100000)"},
+    {"http-token", OPT_STR, S(http_token), 0, 0,
+     "FILE bearer token the ops listener requires (none)"},
 };
 
 static char usage_buf[4096];

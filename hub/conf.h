@@ -46,6 +46,7 @@ struct conf {
 	char allowed_origins[1024]; /* Origin list; "": any */
 	int log_level;		    /* 0 err .. 3 debug */
 	size_t bridge_buffer; /* device QoS 1 messages held while broker away */
+	char http_token[512]; /* file with the ops listener's bearer token */
 };
 
 /*

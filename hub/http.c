@@ -1,25 +1,111 @@
 /*
  * http.c - the operations listener (--http): /metrics (Prometheus text,
- * summed over every worker from shared memory), /healthz, /readyz.
+ * summed over every worker from shared memory), /healthz, /readyz, the
+ * status page (GET /, /app.js, /app.css, compiled in from hub/status/) and
+ * its read-only JSON API:
+ *
+ *   /api/v1/status                               hub, workers, broker, rates
+ *   /api/v1/devices?online=&q=&limit=&after=     paged by id
+ *   /api/v1/devices/{id}
+ *   /api/v1/events?device=&limit=&before=        newest first, paged by seq
+ *
  * Every worker listens on it (SO_REUSEPORT); any one can answer.
  *
- * Threads: the lws service thread.
+ * Design: the service thread never touches SQLite. An API request becomes a
+ * struct ops_req handed to this vhost's reader thread, which owns a
+ * read-only registry connection (registry_query.h), builds the JSON body and
+ * hands it back through a second queue, then wakes the service thread with
+ * lws_cancel_service(). On LWS_CALLBACK_EVENT_WAIT_CANCELLED the service
+ * thread asks for WRITEABLE on each answered connection and writes the
+ * answer there. A client that leaves first is forgotten on
+ * LWS_CALLBACK_CLOSED_HTTP: its request's wsi is cleared and the answer
+ * dropped when it comes back.
+ *
+ * --http-token FILE: every request except the static page files,
+ * /healthz and /readyz (probes; they tell nothing about devices) needs
+ * "Authorization: Bearer <token>" (compared in constant time); the page asks
+ * for the token itself. Every answer carries nosniff, a content security policy
+ * allowing only this origin, no framing, no referrer and no caching.
+ *
+ * Threads: the lws service thread, except reader_main() and what it calls
+ * (the reader thread: registry_query_*, cJSON, shared metrics reads). The
+ * todo and done queues are under struct ops_vh's lock; ops_req.wsi and the
+ * inflight list belong to the service thread.
  */
 #include "hub_int.h"
+#include "hub_log.h"
 #include "hub_version.h"
+#include "proto.h"
+#include "registry_query.h"
+#include "status_assets.h"
 
+#include <cjson/cJSON.h>
 #include <mbedtls/version.h>
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#define API_DEFAULT_LIMIT 50
+#define API_MAX_LIMIT 1000
+#define API_Q_MAX 128
+#define TOKEN_MAX 512
+
+enum req_kind { R_STATUS, R_DEVICES, R_DEVICE, R_EVENTS };
+
+struct ops_req {
+	struct ops_req *next;	  /* todo / done queue (under lock) */
+	struct ops_req *inflight; /* service thread: unanswered requests */
+	struct lws *wsi;	  /* service thread; NULL: the client left */
+	int answered;		  /* service thread: the answer is back */
+	enum req_kind kind;
+	/* parameters */
+	char id[HUB_ID_MAX + 1], after[HUB_ID_MAX + 1], q[API_Q_MAX + 1];
+	int online, limit;
+	int64_t before;
+	/* the answer (reader thread, then service thread) */
+	int status;
+	char *body;
+	size_t len;
+};
+
+/* Per vhost ("ops") state, from lws_protocol_vh_priv_zalloc(). */
+struct ops_vh {
+	struct worker *w;
+	pthread_t thread;
+	int started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct ops_req *todo, *todo_tail, *done, *done_tail; /* under lock */
+	int stop;					     /* under lock */
+	struct ops_req *inflight; /* service thread */
+	char token[TOKEN_MAX];
+	size_t token_len;
+	lws_sorted_usec_list_t sul_sample; /* worker 0: chart history */
+};
+
+static const char csp[] =
+    "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'";
+
+static int
+add_hdr(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+	unsigned char *end)
+{
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)value,
+					   (int)strlen(value), p, end);
+}
+
 int
 hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		 const char *body, size_t len, unsigned retry_after)
 {
-	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+	unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start,
 					   *end = hdr + sizeof(hdr) - 1;
 	char ra[16];
 	unsigned char *b;
@@ -52,6 +138,13 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 					 (const unsigned char *)"no-store", 8,
 					 &p, end))
 		return -1;
+	/* what a browser page should get: no sniffing, only our own
+	 * scripts and styles, no framing, no referrer */
+	if (add_hdr(wsi, "x-content-type-options:", "nosniff", &p, end) ||
+	    add_hdr(wsi, "content-security-policy:", csp, &p, end) ||
+	    add_hdr(wsi, "x-frame-options:", "DENY", &p, end) ||
+	    add_hdr(wsi, "referrer-policy:", "no-referrer", &p, end))
+		return -1;
 	if (lws_finalize_http_header(wsi, &p, end))
 		return -1;
 	if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) <
@@ -66,35 +159,6 @@ hub__http_answer(struct lws *wsi, int status, const char *ctype,
 	n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
 	free(b);
 	return n < 0 ? -1 : 0;
-}
-
-/*
- * hub_build_info and the limits the alert rules compare gauges against
- * (conf/prometheus/hub-alerts.yml). Appends at o; returns the new offset.
- */
-static size_t
-render_extra(const struct worker *w, char *out, size_t o, size_t cap)
-{
-	int r = snprintf(
-	    out + o, cap - o,
-	    "# HELP hub_build_info Versions of this hubd and its TLS and "
-	    "WebSocket libraries.\n# TYPE hub_build_info gauge\n"
-	    "hub_build_info{version=\"%s\",lws=\"%s\",mbedtls=\"%s\"} 1\n"
-	    "# HELP hub_bridge_pending_limit Reliable messages the bridge "
-	    "holds while the broker is away (--bridge-buffer), summed over "
-	    "workers.\n# TYPE hub_bridge_pending_limit gauge\n"
-	    "hub_bridge_pending_limit %zu\n"
-	    "# HELP hub_max_connections Devices this hub accepts "
-	    "(--max-conns).\n# TYPE hub_max_connections gauge\n"
-	    "hub_max_connections %d\n",
-	    HUB_VERSION, LWS_LIBRARY_VERSION, MBEDTLS_VERSION_STRING,
-	    (w->conf->bridge_buffer / (size_t)w->nworkers + 1) *
-		(size_t)w->nworkers,
-	    w->conf->max_conns);
-
-	if (r < 0 || (size_t)r >= cap - o)
-		return o;
-	return o + (size_t)r;
 }
 
 /* Ready when every live worker has its broker link and registry. */
@@ -130,18 +194,730 @@ ready(const struct metrics *m, char *why, size_t cap)
 	return 0;
 }
 
+/*
+ * hub_build_info and the limits the alert rules compare gauges against
+ * (conf/prometheus/hub-alerts.yml). Appends at o; returns the new offset.
+ */
+static size_t
+render_extra(const struct worker *w, char *out, size_t o, size_t cap)
+{
+	int r = snprintf(
+	    out + o, cap - o,
+	    "# HELP hub_build_info Versions of this hubd and its TLS and "
+	    "WebSocket libraries.\n# TYPE hub_build_info gauge\n"
+	    "hub_build_info{version=\"%s\",lws=\"%s\",mbedtls=\"%s\"} 1\n"
+	    "# HELP hub_bridge_pending_limit Reliable messages the bridge "
+	    "holds while the broker is away (--bridge-buffer), summed over "
+	    "workers.\n# TYPE hub_bridge_pending_limit gauge\n"
+	    "hub_bridge_pending_limit %zu\n"
+	    "# HELP hub_max_connections Devices this hub accepts "
+	    "(--max-conns).\n# TYPE hub_max_connections gauge\n"
+	    "hub_max_connections %d\n",
+	    HUB_VERSION, LWS_LIBRARY_VERSION, MBEDTLS_VERSION_STRING,
+	    (w->conf->bridge_buffer / (size_t)w->nworkers + 1) *
+		(size_t)w->nworkers,
+	    w->conf->max_conns);
+
+	if (r < 0 || (size_t)r >= cap - o)
+		return o;
+	return o + (size_t)r;
+}
+
+/* ---- JSON answers (reader thread) ------------------------------------- */
+
+static void
+json_i64(cJSON *o, const char *key, int64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	cJSON_AddRawToObject(o, key, buf);
+}
+
+static void
+json_str_or_null(cJSON *o, const char *key, const char *v)
+{
+	if (v && *v)
+		cJSON_AddStringToObject(o, key, v);
+	else
+		cJSON_AddNullToObject(o, key);
+}
+
+static cJSON *
+device_json(const struct registry_query_device *qd)
+{
+	const struct registry_device *d = &qd->d;
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "id", d->id);
+	cJSON_AddStringToObject(o, "name", d->name);
+	cJSON_AddBoolToObject(o, "disabled", d->disabled);
+	cJSON_AddBoolToObject(o, "online", d->online);
+	if (d->online)
+		json_i64(o, "since", qd->since);
+	else
+		cJSON_AddNullToObject(o, "since");
+	json_str_or_null(o, "addr", d->online ? d->addr : NULL);
+	json_str_or_null(o, "hub", d->online ? d->hub : NULL);
+	json_str_or_null(o, "session", d->online ? d->session : NULL);
+	/* last activity: now for an open session (silent ones are closed
+	 * within --idle-timeout), else when the last one ended */
+	if (d->online)
+		json_i64(o, "last_seen", hub_clock_ms());
+	else if (d->last_seen > 0)
+		json_i64(o, "last_seen", d->last_seen);
+	else
+		cJSON_AddNullToObject(o, "last_seen");
+	json_i64(o, "created", d->created);
+	return o;
+}
+
+static void
+add_device(void *arg, const struct registry_query_device *d)
+{
+	cJSON_AddItemToArray(arg, device_json(d));
+}
+
+struct event_list {
+	cJSON *arr;
+	int64_t last_seq; /* the page's last (oldest) event: "next" */
+};
+
+static void
+add_event(void *arg, const struct registry_event *e)
+{
+	struct event_list *el = arg;
+	cJSON *o = cJSON_CreateObject();
+
+	json_i64(o, "seq", e->seq);
+	cJSON_AddStringToObject(o, "device", e->device);
+	cJSON_AddStringToObject(o, "kind", registry_kind_name(e->kind));
+	json_str_or_null(o, "reason", e->reason);
+	json_i64(o, "ts", e->ts);
+	json_str_or_null(o, "session", e->session);
+	json_str_or_null(o, "addr", e->addr);
+	json_str_or_null(o, "hub", e->hub);
+	cJSON_AddItemToArray(el->arr, o);
+	el->last_seq = e->seq;
+}
+
+static cJSON *
+error_json(const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "error", msg);
+	return o;
+}
+
+static cJSON *
+status_json(struct worker *w, struct registry_query *q, int *status)
+{
+	struct metrics_sample *hist;
+	const struct metrics *m = w->metrics;
+	cJSON *o = cJSON_CreateObject(), *a, *h;
+	int64_t devices = 0, online = 0;
+	char why[128];
+	int i, n, live = metrics_live(m);
+
+	if (q && registry_query_counts(q, &devices, &online) != HUB_OK)
+		devices = -1;
+	cJSON_AddStringToObject(o, "hub", w->conf->hub_id);
+	cJSON_AddStringToObject(o, "version", HUB_VERSION);
+	json_i64(o, "time", hub_clock_ms());
+	cJSON_AddBoolToObject(o, "ready", ready(m, why, sizeof(why)));
+	why[strcspn(why, "\n")] = '\0';
+	cJSON_AddStringToObject(o, "ready_detail", why);
+	json_i64(o, "connections", (int64_t)metrics_sum(m, M_CONNECTIONS));
+	json_i64(o, "max_connections", w->conf->max_conns);
+	json_i64(o, "devices", devices);
+	json_i64(o, "devices_online", online);
+	a = cJSON_AddObjectToObject(o, "workers");
+	json_i64(a, "live", live);
+	json_i64(a, "configured", m->nworkers);
+	json_i64(a, "restarts", (int64_t)metrics_sum(m, M_WORKER_RESTARTS));
+	a = cJSON_AddObjectToObject(o, "broker");
+	json_i64(a, "connected", (int64_t)metrics_sum(m, M_BROKER_CONNECTED));
+	json_i64(a, "pending", (int64_t)metrics_sum(m, M_BRIDGE_PENDING));
+	a = cJSON_AddObjectToObject(o, "registry");
+	json_i64(a, "open", (int64_t)metrics_sum(m, M_REGISTRY_OPEN));
+	a = cJSON_AddObjectToObject(o, "messages");
+	json_i64(a, "in", (int64_t)metrics_sum(m, M_MSG_IN));
+	json_i64(a, "out", (int64_t)metrics_sum(m, M_MSG_OUT));
+	/* [ts, connections, messages in, messages out], oldest first */
+	a = cJSON_AddArrayToObject(o, "history");
+	hist = malloc(sizeof(*hist) * METRICS_HISTORY);
+	n = hist ? metrics_history(m, hist) : 0;
+	for (i = 0; i < n; i++) {
+		h = cJSON_CreateArray();
+		cJSON_AddItemToArray(h,
+				     cJSON_CreateNumber((double)hist[i].ts_ms));
+		cJSON_AddItemToArray(
+		    h, cJSON_CreateNumber((double)hist[i].connections));
+		cJSON_AddItemToArray(
+		    h, cJSON_CreateNumber((double)hist[i].msg_in));
+		cJSON_AddItemToArray(
+		    h, cJSON_CreateNumber((double)hist[i].msg_out));
+		cJSON_AddItemToArray(a, h);
+	}
+	free(hist);
+	*status = 200;
+	return o;
+}
+
+/* Runs one request against the registry; fills status, body, len. */
+static void
+run_req(struct worker *w, struct registry_query *q, const char *qerr,
+	struct ops_req *r)
+{
+	struct registry_query_device d;
+	struct registry_query_filter f;
+	struct event_list el;
+	cJSON *o = NULL, *a;
+	int rc = HUB_OK, more = 0;
+
+	r->status = 500;
+	if (r->kind == R_STATUS) {
+		o = status_json(w, q, &r->status);
+		goto out;
+	}
+	if (!q) {
+		r->status = 503;
+		o = error_json(qerr);
+		goto out;
+	}
+	switch (r->kind) {
+	case R_DEVICES:
+		memset(&f, 0, sizeof(f));
+		f.online = r->online;
+		f.q = r->q[0] ? r->q : NULL;
+		f.after = r->after[0] ? r->after : NULL;
+		f.limit = r->limit;
+		o = cJSON_CreateObject();
+		a = cJSON_AddArrayToObject(o, "devices");
+		rc = registry_query_devices(q, &f, add_device, a, &more);
+		if (rc == HUB_OK && more) {
+			cJSON *last =
+			    cJSON_GetArrayItem(a, cJSON_GetArraySize(a) - 1);
+
+			cJSON_AddStringToObject(
+			    o, "next",
+			    cJSON_GetObjectItem(last, "id")->valuestring);
+		} else {
+			cJSON_AddNullToObject(o, "next");
+		}
+		break;
+	case R_DEVICE:
+		rc = registry_query_device(q, r->id, &d);
+		if (rc == HUB_OK)
+			o = device_json(&d);
+		else if (rc == HUB_ERR_NOTFOUND) {
+			r->status = 404;
+			o = error_json("no such device");
+			goto out;
+		}
+		break;
+	case R_EVENTS:
+		o = cJSON_CreateObject();
+		el.arr = cJSON_AddArrayToObject(o, "events");
+		el.last_seq = 0;
+		rc =
+		    registry_query_events(q, r->id[0] ? r->id : NULL, r->before,
+					  r->limit, add_event, &el, &more);
+		if (rc == HUB_OK && more)
+			json_i64(o, "next", el.last_seq);
+		else
+			cJSON_AddNullToObject(o, "next");
+		break;
+	default:
+		break;
+	}
+	if (rc != HUB_OK) {
+		cJSON_Delete(o);
+		r->status = rc == HUB_ERR_BUSY ? 503 : 500;
+		o = error_json(hub_strerror(rc));
+		goto out;
+	}
+	r->status = 200;
+out:
+	r->body = o ? cJSON_PrintUnformatted(o) : NULL;
+	r->len = r->body ? strlen(r->body) : 0;
+	if (!r->body)
+		r->status = 500;
+	cJSON_Delete(o);
+}
+
+static void
+wake_service(struct worker *w)
+{
+	pthread_mutex_lock(&w->ctx_lock);
+	if (w->ctx)
+		lws_cancel_service(w->ctx);
+	pthread_mutex_unlock(&w->ctx_lock);
+}
+
+/*
+ * The reader thread: takes requests, answers them from its read-only
+ * registry connection (opened lazily, reopened after a failure, so a hub
+ * started before its registry existed still answers later).
+ */
+static void *
+reader_main(void *arg)
+{
+	struct ops_vh *vh = arg;
+	struct registry_query *q = NULL;
+	char err[256] = "registry not open";
+	struct ops_req *r;
+
+	for (;;) {
+		pthread_mutex_lock(&vh->lock);
+		while (!vh->todo && !vh->stop)
+			pthread_cond_wait(&vh->cond, &vh->lock);
+		if (vh->stop && !vh->todo) {
+			pthread_mutex_unlock(&vh->lock);
+			break;
+		}
+		r = vh->todo;
+		vh->todo = r->next;
+		if (!vh->todo)
+			vh->todo_tail = NULL;
+		r->next = NULL;
+		pthread_mutex_unlock(&vh->lock);
+
+		if (!q && registry_query_open(vh->w->conf->db, &q, err,
+					      sizeof(err)) != HUB_OK)
+			q = NULL;
+		run_req(vh->w, q, err, r);
+		if (q && r->status == 500) { /* start afresh next time */
+			registry_query_close(q);
+			q = NULL;
+		}
+
+		pthread_mutex_lock(&vh->lock);
+		if (vh->done_tail)
+			vh->done_tail->next = r;
+		else
+			vh->done = r;
+		vh->done_tail = r;
+		pthread_mutex_unlock(&vh->lock);
+		wake_service(vh->w);
+	}
+	registry_query_close(q);
+	return NULL;
+}
+
+/* ---- the service thread ------------------------------------------------ */
+
+static void
+req_free(struct ops_req *r)
+{
+	if (r) {
+		cJSON_free(r->body);
+		free(r);
+	}
+}
+
+static void
+inflight_remove(struct ops_vh *vh, struct ops_req *r)
+{
+	struct ops_req **pp;
+
+	for (pp = &vh->inflight; *pp; pp = &(*pp)->inflight)
+		if (*pp == r) {
+			*pp = r->inflight;
+			return;
+		}
+}
+
+static struct ops_req *
+inflight_find(struct ops_vh *vh, struct lws *wsi)
+{
+	struct ops_req *r;
+
+	for (r = vh->inflight; r; r = r->inflight)
+		if (r->wsi == wsi)
+			return r;
+	return NULL;
+}
+
+/* Answers picked up from the reader: ask to write them, or drop them. */
+static void
+collect_done(struct ops_vh *vh)
+{
+	struct ops_req *r, *next;
+
+	pthread_mutex_lock(&vh->lock);
+	r = vh->done;
+	vh->done = vh->done_tail = NULL;
+	pthread_mutex_unlock(&vh->lock);
+	for (; r; r = next) {
+		next = r->next;
+		r->next = NULL;
+		r->answered = 1;
+		if (r->wsi) {
+			lws_callback_on_writable(r->wsi);
+		} else {
+			inflight_remove(vh, r);
+			req_free(r);
+		}
+	}
+}
+
+static void
+sample(lws_sorted_usec_list_t *sul)
+{
+	struct ops_vh *vh = lws_container_of(sul, struct ops_vh, sul_sample);
+
+	metrics_sample_now(vh->w->metrics, hub_clock_ms());
+	lws_sul_schedule(vh->w->ctx, 0, &vh->sul_sample, sample,
+			 (lws_usec_t)METRICS_HISTORY_MS * LWS_US_PER_MS);
+}
+
+int
+hub__http_token_read(const char *path, char *out, size_t cap, size_t *len,
+		     char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	*len = 0;
+	if (!f) {
+		snprintf(err, errlen, "--http-token %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	if (!fgets(out, (int)cap, f))
+		out[0] = '\0';
+	fclose(f);
+	n = strcspn(out, "\r\n");
+	while (n && (out[n - 1] == ' ' || out[n - 1] == '\t'))
+		n--;
+	out[n] = '\0';
+	if (n < 16) {
+		snprintf(err, errlen,
+			 "--http-token %s: want a token of at least 16 "
+			 "characters on its first line",
+			 path);
+		return -1;
+	}
+	*len = n;
+	return 0;
+}
+
+static int
+authorized(struct ops_vh *vh, struct lws *wsi)
+{
+	char hdr[TOKEN_MAX + 16];
+	unsigned char diff = 0;
+	size_t i;
+	int n;
+
+	if (!vh->token_len)
+		return 1;
+	n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n < 7 || strncasecmp(hdr, "Bearer ", 7) ||
+	    (size_t)n - 7 != vh->token_len)
+		return 0;
+	for (i = 0; i < vh->token_len; i++)
+		diff |= (unsigned char)(hdr[7 + i] ^ vh->token[i]);
+	return diff == 0;
+}
+
+static int
+answer_json_error(struct lws *wsi, int status, const char *msg)
+{
+	char body[256];
+	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
+
+	return hub__http_answer(wsi, status, "application/json", body,
+				(size_t)n, 0);
+}
+
+/*
+ * The value of query argument name (e.g. "limit=", url-decoded by lws)
+ * into buf; 1 if present. lws copies "name=value" and points past the
+ * name, so the value is moved to the start of buf.
+ */
+static int
+arg(struct lws *wsi, const char *name, char *buf, int len)
+{
+	const char *v = lws_get_urlarg_by_name(wsi, name, buf, len);
+
+	if (!v)
+		return 0;
+	memmove(buf, v, strlen(v) + 1);
+	return 1;
+}
+
+/*
+ * Parses an API request into r; 0, or an HTTP status (the message in
+ * *why) for a bad one.
+ */
+static int
+parse_api(struct lws *wsi, const char *uri, struct ops_req *r, const char **why)
+{
+	char v[1024], *end; /* lws reports a longer value as absent */
+	long long n;
+
+	r->limit = API_DEFAULT_LIMIT;
+	r->online = -1;
+	if (arg(wsi, "limit=", v, sizeof(v))) {
+		errno = 0;
+		n = strtoll(v, &end, 10);
+		if (errno || end == v || *end || n < 1 || n > API_MAX_LIMIT) {
+			*why = "limit: want 1..1000";
+			return 400;
+		}
+		r->limit = (int)n;
+	}
+	if (!strcmp(uri, "/api/v1/status")) {
+		r->kind = R_STATUS;
+		return 0;
+	}
+	if (!strcmp(uri, "/api/v1/devices")) {
+		r->kind = R_DEVICES;
+		if (arg(wsi, "online=", v, sizeof(v)) && v[0]) {
+			if (!strcmp(v, "1") || !strcmp(v, "true"))
+				r->online = 1;
+			else if (!strcmp(v, "0") || !strcmp(v, "false"))
+				r->online = 0;
+			else {
+				*why = "online: want true or false";
+				return 400;
+			}
+		}
+		if (arg(wsi, "q=", v, sizeof(v))) {
+			if (strlen(v) > API_Q_MAX) {
+				*why = "q: at most 128 bytes";
+				return 400;
+			}
+			memcpy(r->q, v, strlen(v) + 1);
+		}
+		if (arg(wsi, "after=", v, sizeof(v)) && v[0]) {
+			if (!proto_id_valid(v, strnlen(v, HUB_ID_MAX + 1))) {
+				*why = "after: want a device id";
+				return 400;
+			}
+			memcpy(r->after, v, strlen(v) + 1);
+		}
+		return 0;
+	}
+	if (!strncmp(uri, "/api/v1/devices/", 16)) {
+		const char *id = uri + 16;
+
+		r->kind = R_DEVICE;
+		if (!proto_id_valid(id, strnlen(id, HUB_ID_MAX + 1))) {
+			*why = "no such device";
+			return 404;
+		}
+		memcpy(r->id, id, strlen(id) + 1);
+		return 0;
+	}
+	if (!strcmp(uri, "/api/v1/events")) {
+		r->kind = R_EVENTS;
+		if (arg(wsi, "device=", v, sizeof(v)) && v[0]) {
+			if (!proto_id_valid(v, strnlen(v, HUB_ID_MAX + 1))) {
+				*why = "device: want a device id";
+				return 400;
+			}
+			memcpy(r->id, v, strlen(v) + 1);
+		}
+		if (arg(wsi, "before=", v, sizeof(v)) && v[0]) {
+			errno = 0;
+			n = strtoll(v, &end, 10);
+			if (errno || end == v || *end || n < 1) {
+				*why = "before: want an event seq";
+				return 400;
+			}
+			r->before = n;
+		}
+		return 0;
+	}
+	*why = "not found";
+	return 404;
+}
+
+/* Hands an API request to the reader; 0 (answer later) or -1. */
+static int
+submit_api(struct ops_vh *vh, struct lws *wsi, const char *uri)
+{
+	struct ops_req *r = calloc(1, sizeof(*r));
+	const char *why = "";
+	int st;
+
+	if (!r)
+		return -1;
+	st = parse_api(wsi, uri, r, &why);
+	if (st) {
+		free(r);
+		return answer_json_error(wsi, st, why) ? -1 : 1;
+	}
+	if (!vh->started) {
+		free(r);
+		return answer_json_error(wsi, 503, "reader not running") ? -1
+									 : 1;
+	}
+	r->wsi = wsi;
+	r->inflight = vh->inflight;
+	vh->inflight = r;
+	pthread_mutex_lock(&vh->lock);
+	if (vh->todo_tail)
+		vh->todo_tail->next = r;
+	else
+		vh->todo = r;
+	vh->todo_tail = r;
+	pthread_cond_signal(&vh->cond);
+	pthread_mutex_unlock(&vh->lock);
+	return 0;
+}
+
+static int
+vh_init(struct ops_vh *vh, struct worker *w)
+{
+	char err[600];
+
+	vh->w = w;
+	pthread_mutex_init(&vh->lock, NULL);
+	pthread_cond_init(&vh->cond, NULL);
+	if (w->conf->http_token[0] &&
+	    hub__http_token_read(w->conf->http_token, vh->token,
+				 sizeof(vh->token), &vh->token_len, err,
+				 sizeof(err))) {
+		/* the supervisor checked it; the file changed since */
+		hub_log(HUB_LOG_ERR, "HUB-START", "%s", err);
+		return -1;
+	}
+	if (pthread_create(&vh->thread, NULL, reader_main, vh)) {
+		hub_log(HUB_LOG_ERR, "HUB-START",
+			"cannot start the ops reader");
+		return -1;
+	}
+	vh->started = 1;
+	if (w->index == 0) {
+		metrics_sample_now(w->metrics, hub_clock_ms());
+		lws_sul_schedule(w->ctx, 0, &vh->sul_sample, sample,
+				 (lws_usec_t)METRICS_HISTORY_MS *
+				     LWS_US_PER_MS);
+	}
+	return 0;
+}
+
+static void
+vh_destroy(struct ops_vh *vh)
+{
+	struct ops_req *r, *next;
+
+	if (!vh || !vh->w)
+		return;
+	lws_sul_cancel(&vh->sul_sample);
+	if (vh->started) {
+		pthread_mutex_lock(&vh->lock);
+		vh->stop = 1;
+		pthread_cond_signal(&vh->cond);
+		pthread_mutex_unlock(&vh->lock);
+		pthread_join(vh->thread, NULL);
+		vh->started = 0;
+	}
+	/* every request is on the inflight list until answered or dropped */
+	for (r = vh->inflight; r; r = next) {
+		next = r->inflight;
+		req_free(r);
+	}
+	vh->inflight = NULL;
+	vh->todo = vh->todo_tail = vh->done = vh->done_tail = NULL;
+	pthread_mutex_destroy(&vh->lock);
+	pthread_cond_destroy(&vh->cond);
+	vh->w = NULL;
+}
+
+static const struct status_asset *
+find_asset(const char *uri)
+{
+	int i;
+
+	for (i = 0; i < status_asset_count; i++)
+		if (!strcmp(uri, status_assets[i].path) ||
+		    (!strcmp(status_assets[i].path, "/") &&
+		     !strcmp(uri, "/index.html")))
+			return &status_assets[i];
+	return NULL;
+}
+
 int
 hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		   void *user, void *in, size_t len)
 {
 	struct worker *w = lws_context_user(lws_get_context(wsi));
+	struct ops_vh *vh = NULL;
+	const struct status_asset *asset;
 	const char *uri = in;
+	struct ops_req *r;
 	char msg[128];
 	int rc;
 
+	if (lws_get_vhost(wsi) && lws_get_protocol(wsi))
+		vh = lws_protocol_vh_priv_get(lws_get_vhost(wsi),
+					      lws_get_protocol(wsi));
+	switch (reason) {
+	case LWS_CALLBACK_PROTOCOL_INIT:
+		vh = lws_protocol_vh_priv_zalloc(
+		    lws_get_vhost(wsi), lws_get_protocol(wsi), sizeof(*vh));
+		if (!vh || vh_init(vh, w))
+			return -1;
+		return 0;
+	case LWS_CALLBACK_PROTOCOL_DESTROY:
+		vh_destroy(vh);
+		return 0;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		if (vh && vh->w)
+			collect_done(vh);
+		return 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		if (!vh || !(r = inflight_find(vh, wsi)) || !r->answered)
+			return 0;
+		inflight_remove(vh, r);
+		rc = hub__http_answer(wsi, r->status, "application/json",
+				      r->body, r->len, 0);
+		req_free(r);
+		if (rc)
+			return -1;
+		return lws_http_transaction_completed(wsi);
+	case LWS_CALLBACK_CLOSED_HTTP:
+		/* the client left: its request, if any, is answered into
+		 * the void */
+		if (vh && (r = inflight_find(vh, wsi))) {
+			r->wsi = NULL;
+			if (r->answered) {
+				inflight_remove(vh, r);
+				req_free(r);
+			}
+		}
+		break;
+	case LWS_CALLBACK_HTTP:
+		break;
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
 	if (reason != LWS_CALLBACK_HTTP)
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
-	if (!strcmp(uri, "/metrics")) {
+
+	/* the page itself holds no data: served without the token */
+	if ((asset = find_asset(uri))) {
+		rc = hub__http_answer(wsi, 200, asset->ctype,
+				      (const char *)asset->data, asset->len, 0);
+	} else if (!strcmp(uri, "/healthz")) {
+		rc = hub__http_answer(wsi, 200, "text/plain", "ok\n", 3, 0);
+	} else if (!strcmp(uri, "/readyz")) {
+		int ok;
+
+		hub__sample_gauges(w);
+		ok = ready(w->metrics, msg, sizeof(msg));
+		rc = hub__http_answer(wsi, ok ? 200 : 503, "text/plain", msg,
+				      strlen(msg), ok ? 0 : 1);
+	} else if (!vh || !authorized(vh, wsi)) {
+		rc = hub__http_answer(wsi, 401, "text/plain",
+				      "bearer token required\n", 22, 0);
+	} else if (!strcmp(uri, "/metrics")) {
 		size_t cap = 64 * 1024, n;
 		char *out = malloc(cap);
 
@@ -155,15 +931,11 @@ hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		    wsi, 200, "text/plain; version=0.0.4; charset=utf-8", out,
 		    n, 0);
 		free(out);
-	} else if (!strcmp(uri, "/healthz")) {
-		rc = hub__http_answer(wsi, 200, "text/plain", "ok\n", 3, 0);
-	} else if (!strcmp(uri, "/readyz")) {
-		int ok;
-
-		hub__sample_gauges(w);
-		ok = ready(w->metrics, msg, sizeof(msg));
-		rc = hub__http_answer(wsi, ok ? 200 : 503, "text/plain", msg,
-				      strlen(msg), ok ? 0 : 1);
+	} else if (!strncmp(uri, "/api/", 5)) {
+		rc = submit_api(vh, wsi, uri);
+		if (rc == 0)
+			return 0; /* answered from HTTP_WRITEABLE */
+		rc = rc < 0 ? -1 : 0;
 	} else {
 		rc = hub__http_answer(wsi, 404, "text/plain", "not found\n", 10,
 				      0);

@@ -152,6 +152,13 @@ int hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 int hub__http_answer(struct lws *wsi, int status, const char *ctype,
 		     const char *body, size_t len, unsigned retry_after);
 
+/*
+ * Reads the --http-token file: its first line, trimmed, at least 16
+ * characters, into out (cap bytes). 0, or -1 with err filled. Any thread.
+ */
+int hub__http_token_read(const char *path, char *out, size_t cap, size_t *len,
+			 char *err, size_t errlen);
+
 /* worker.c: runs worker `index` until it drained; the exit code. It writes
  * 'R' to ready_fd once it listens and its threads run. */
 int hub__worker_run(const struct conf *c, int index, int nworkers,

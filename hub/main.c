@@ -419,6 +419,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "hubd: --broker: %s\n", err);
 		return 2;
 	}
+	if (sv.conf.http_token[0]) {
+		char tok[512];
+		size_t tlen;
+
+		if (hub__http_token_read(sv.conf.http_token, tok, sizeof(tok),
+					 &tlen, err, sizeof(err))) {
+			fprintf(stderr, "hubd: %s\n", err);
+			return 2;
+		}
+	}
 	raise_fd_limit();
 	getrlimit(RLIMIT_NOFILE, &rl);
 	sv.nworkers = conf_workers(&sv.conf, (long)rl.rlim_cur,

@@ -398,3 +398,67 @@ metrics_render_process(const struct metrics *m, pid_t supervisor, char *out,
 #undef OUT
 	return o;
 }
+
+/* ---- sums and history ------------------------------------------------- */
+
+uint64_t
+metrics_sum(const struct metrics *m, enum metric k)
+{
+	uint64_t sum = 0;
+	int i;
+
+	for (i = 0; i < m->nworkers && i < METRICS_MAX_WORKERS; i++)
+		sum += load(&m->slot[i].v[k]);
+	return sum;
+}
+
+int
+metrics_live(const struct metrics *m)
+{
+	int i, live = 0;
+
+	for (i = 0; i < m->nworkers && i < METRICS_MAX_WORKERS; i++)
+		live += __atomic_load_n(&m->slot[i].pid, __ATOMIC_RELAXED) != 0;
+	return live;
+}
+
+void
+metrics_sample_now(struct metrics *m, int64_t now_ms)
+{
+	uint64_t n = __atomic_load_n(&m->hist_next, __ATOMIC_RELAXED);
+	struct metrics_sample *s = &m->hist[n % METRICS_HISTORY];
+
+	/* readers skip a sample whose ts is 0 while it is rewritten */
+	__atomic_store_n(&s->ts_ms, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->connections, metrics_sum(m, M_CONNECTIONS),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->msg_in, metrics_sum(m, M_MSG_IN),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->msg_out, metrics_sum(m, M_MSG_OUT),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->ts_ms, now_ms, __ATOMIC_RELEASE);
+	__atomic_store_n(&m->hist_next, n + 1, __ATOMIC_RELEASE);
+}
+
+int
+metrics_history(const struct metrics *m, struct metrics_sample *out)
+{
+	uint64_t next = __atomic_load_n(&m->hist_next, __ATOMIC_ACQUIRE), i;
+	uint64_t first = next > METRICS_HISTORY ? next - METRICS_HISTORY : 0;
+	int n = 0;
+
+	for (i = first; i < next; i++) {
+		const struct metrics_sample *s = &m->hist[i % METRICS_HISTORY];
+		struct metrics_sample c;
+
+		c.ts_ms = __atomic_load_n(&s->ts_ms, __ATOMIC_ACQUIRE);
+		c.connections =
+		    __atomic_load_n(&s->connections, __ATOMIC_RELAXED);
+		c.msg_in = __atomic_load_n(&s->msg_in, __ATOMIC_RELAXED);
+		c.msg_out = __atomic_load_n(&s->msg_out, __ATOMIC_RELAXED);
+		if (c.ts_ms &&
+		    c.ts_ms == __atomic_load_n(&s->ts_ms, __ATOMIC_ACQUIRE))
+			out[n++] = c;
+	}
+	return n;
+}

@@ -76,9 +76,22 @@ struct metrics_slot {
 	uint64_t lat_sum_us, lat_count;
 };
 
+#define METRICS_HISTORY 360	 /* samples kept: an hour ... */
+#define METRICS_HISTORY_MS 10000 /* ... one every 10 s */
+
+/* One point of the status page's chart (sums over the workers). */
+struct metrics_sample {
+	int64_t ts_ms; /* 0: empty */
+	uint64_t connections, msg_in, msg_out;
+};
+
 struct metrics {
 	int nworkers;
 	struct metrics_slot slot[METRICS_MAX_WORKERS];
+	/* written by worker 0's service thread only (metrics_sample_now),
+	 * read by any worker answering /api/v1/status */
+	uint64_t hist_next;
+	struct metrics_sample hist[METRICS_HISTORY];
 };
 
 /* Maps the shared region (before fork). NULL on failure. */
@@ -110,6 +123,18 @@ void metrics_reset_gauges(struct metrics_slot *s);
  * (truncated output is cut at a line end) . Any thread.
  */
 size_t metrics_render(const struct metrics *m, char *out, size_t cap);
+
+/* Sums of one metric over every slot. Any thread. */
+uint64_t metrics_sum(const struct metrics *m, enum metric k);
+/* Live workers (slots with a pid). Any thread. */
+int metrics_live(const struct metrics *m);
+/* Appends a history sample stamped now_ms. One thread only (worker 0). */
+void metrics_sample_now(struct metrics *m, int64_t now_ms);
+/*
+ * Copies the history, oldest first, into out (room for METRICS_HISTORY);
+ * returns the count. Any thread; a sample being written may be skipped.
+ */
+int metrics_history(const struct metrics *m, struct metrics_sample *out);
 
 /*
  * The standard process_* family for the supervisor (worker="supervisor")

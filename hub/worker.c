@@ -373,6 +373,12 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 			c->http_host, c->http_port);
 		goto out;
 	}
+	/* PROTOCOL_INIT of the vhosts' protocols (the ops listener starts its
+	 * registry reader there): on a foreign loop lws would defer it */
+	if (lws_protocol_init(w.ctx)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "protocol init failed");
+		goto out;
+	}
 	if (writer_start(w.writer) || bridge_start(w.bridge)) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "cannot start threads");
 		goto out;

@@ -85,7 +85,7 @@ struct dev {
 	struct lws *wsi;
 	char host[256], path[700];
 	int port, tls;
-	lws_sorted_usec_list_t sul_pub, sul_conn, sul_watch;
+	lws_sorted_usec_list_t sul_pub, sul_conn, sul_watch, sul_retry;
 	unsigned attempt;
 	long sent, acked, received;
 	uint32_t next_id;
@@ -539,6 +539,16 @@ inflight_take(struct dev *d, uint32_t id, struct frame **out)
 	return 0;
 }
 
+/* A refused message goes again with the next write, at the latest in 1 s. */
+static void
+retry_later(lws_sorted_usec_list_t *sul)
+{
+	struct dev *d = lws_container_of(sul, struct dev, sul_retry);
+
+	if (d->wsi && d->connected)
+		lws_callback_on_writable(d->wsi);
+}
+
 static void
 on_text(struct dev *d, const char *in, size_t len)
 {
@@ -579,10 +589,13 @@ on_text(struct dev *d, const char *in, size_t len)
 		/* not accepted: a transient refusal is sent again (at the
 		 * queue's tail), a permanent one is dropped */
 		if (has_id && inflight_take(d, (uint32_t)id->valuedouble, &f)) {
-			if (transient)
+			if (transient) {
 				fifo_push(&d->out, f);
-			else
+				lws_sul_schedule(d->ctx, 0, &d->sul_retry,
+						 retry_later, LWS_US_PER_SEC);
+			} else {
 				free(f);
+			}
 		}
 	} else {
 		d->received++;
@@ -657,9 +670,10 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			/* a device added a moment ago: the hub loads new
 			 * credentials within ~2 s. One more try, then stop. */
 			d->retried_401 = 1;
-			fprintf(stderr, "hub-device: refused (401); the hub may "
-					"not have loaded a new device yet: one "
-					"more try in 2 s\n");
+			fprintf(stderr,
+				"hub-device: refused (401); the hub may "
+				"not have loaded a new device yet: one "
+				"more try in 2 s\n");
 			lws_sul_schedule(d->ctx, 0, &d->sul_conn, connect_now,
 					 2 * LWS_US_PER_SEC);
 		} else if (code == 401)

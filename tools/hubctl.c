@@ -118,8 +118,8 @@ static const char usage_text[] =
     "\n"
     "options:\n"
     "  --db FILE                    registry file (default " DEFAULT_DB ")\n"
-    "  --broker URI                 MQTT broker, tcp:// or ssl:// (default\n"
-    "                               " DEFAULT_BROKER ")\n"
+    "  --broker URI[,URI...]        MQTT broker, tcp:// or ssl://, tried in\n"
+    "                               order (default " DEFAULT_BROKER ")\n"
     "  --broker-user U, --broker-password P   broker credentials (default\n"
     "                               none)\n"
     "  --prefix P                   MQTT topic prefix (default " DEFAULT_PREFIX
@@ -1138,7 +1138,12 @@ broker_why(const char *uri, char *why, size_t cap)
 			 strerror(err));
 }
 
-/* Connects an MQTT 5 client to --broker; 0 or EXIT_FAIL (said why). */
+#define MAX_BROKERS 8
+
+/*
+ * Connects an MQTT 5 client to --broker, a URI or a comma list of them
+ * (tried in order, like hubd); 0 or EXIT_FAIL (said why, per URI).
+ */
 static int
 mqtt_connect(const struct opts *o, MQTTClient *out)
 {
@@ -1147,13 +1152,34 @@ mqtt_connect(const struct opts *o, MQTTClient *out)
 	MQTTClient_connectOptions conn = MQTTClient_connectOptions_initializer5;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTResponse r = MQTTResponse_initializer;
-	char cid[64], rnd[REGISTRY_TOKEN_LEN + 1], why[512], host[256], port[8];
-	int rc;
+	char cid[64], rnd[REGISTRY_TOKEN_LEN + 1], why[512], host[256], port[8],
+	    list[1024], *uris[MAX_BROKERS], *save = NULL, *u;
+	int rc, n = 0, i, tls = 0;
 
 	*out = NULL;
-	if (split_uri(o->broker, host, sizeof(host), port, sizeof(port), why,
-		      sizeof(why))) {
-		errf("%s", why);
+	if ((size_t)snprintf(list, sizeof(list), "%s", o->broker) >=
+	    sizeof(list)) {
+		errf("--broker is too long");
+		return EXIT_FAIL;
+	}
+	for (u = strtok_r(list, ",", &save); u;
+	     u = strtok_r(NULL, ",", &save)) {
+		while (*u == ' ')
+			u++;
+		if (n == MAX_BROKERS) {
+			errf("--broker: at most %d URIs", MAX_BROKERS);
+			return EXIT_FAIL;
+		}
+		if (split_uri(u, host, sizeof(host), port, sizeof(port), why,
+			      sizeof(why))) {
+			errf("%s", why);
+			return EXIT_FAIL;
+		}
+		tls |= is_tls_uri(u);
+		uris[n++] = u;
+	}
+	if (n == 0) {
+		errf("--broker is empty");
 		return EXIT_FAIL;
 	}
 	if (registry_token_new(rnd) != HUB_OK)
@@ -1164,10 +1190,9 @@ mqtt_connect(const struct opts *o, MQTTClient *out)
 
 	co.MQTTVersion = MQTTVERSION_5;
 	rc = MQTTClient_createWithOptions(
-	    &c, o->broker, cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+	    &c, uris[0], cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 	if (rc != MQTTCLIENT_SUCCESS) {
-		errf("bad broker URI %s: %s", o->broker,
-		     MQTTClient_strerror(rc));
+		errf("bad broker URI %s: %s", uris[0], MQTTClient_strerror(rc));
 		return EXIT_FAIL;
 	}
 	MQTTClient_setPublished(c, NULL, on_published);
@@ -1176,17 +1201,26 @@ mqtt_connect(const struct opts *o, MQTTClient *out)
 	conn.connectTimeout = MQTT_TIMEOUT_MS / 1000;
 	conn.username = o->user;
 	conn.password = o->password;
-	if (is_tls_uri(o->broker))
+	if (n > 1) {
+		conn.serverURIs = uris;
+		conn.serverURIcount = n;
+	}
+	if (tls)
 		ssl.verify = 1; /* check the broker's host name too */
 	conn.ssl = &ssl;
 	r = MQTTClient_connect5(c, &conn, NULL, NULL);
 	if (r.reasonCode != MQTTREASONCODE_SUCCESS) {
-		if ((int)r.reasonCode < 0)
-			broker_why(o->broker, why, sizeof(why));
-		else
-			snprintf(why, sizeof(why), "the broker refused: %s",
-				 MQTTReasonCode_toString(r.reasonCode));
-		errf("cannot connect to broker %s: %s", o->broker, why);
+		if ((int)r.reasonCode >= 0) {
+			errf("cannot connect to broker %s: the broker "
+			     "refused: %s",
+			     o->broker, MQTTReasonCode_toString(r.reasonCode));
+		} else {
+			for (i = 0; i < n; i++) {
+				broker_why(uris[i], why, sizeof(why));
+				errf("cannot connect to broker %s: %s", uris[i],
+				     why);
+			}
+		}
 		MQTTResponse_free(r);
 		MQTTClient_destroy(&c);
 		return EXIT_FAIL;

@@ -207,6 +207,37 @@ class TestHubDevice(hubfix.HubTest):
         self.assertEqual(second, list(range(2, 2 + len(second))), second)
         self.assertEqual([f["id"] for f in hub.frames(1, "pub")], [1, 2, 3])
 
+    def test_refusals_retried_or_dropped(self):
+        """err rate_limited: the message goes again (next write, <= 1 s) and its
+        ack counts; err bad_topic: dropped, never resent."""
+        async def handler(n, ws, hub):
+            seen = {}
+            while True:
+                try:
+                    f = await hub.recv(ws, n)
+                except websockets.exceptions.ConnectionClosed:
+                    return
+                if f.get("op") != "pub":
+                    continue
+                i = f["id"]
+                seen[i] = seen.get(i, 0) + 1
+                if i == 1 and seen[i] == 1:
+                    await ws.send('{"op":"err","id":1,"code":"rate_limited","msg":"slow"}')
+                elif i == 2:
+                    await ws.send('{"op":"err","id":2,"code":"bad_topic","msg":"no"}')
+                else:
+                    await ws.send(json.dumps({"op": "ack", "id": i}))
+
+        hub = self.fake(handler)
+        p = self.device(hub.port, "--qos", 1, "--count", 3, "--interval", 50,
+                        "--exit-after", 2)
+        _, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        ids = [f["id"] for f in hub.frames(1, "pub")]
+        self.assertEqual(ids.count(1), 2, ids)
+        self.assertEqual(ids.count(2), 1, ids)
+        self.assertIn("rate_limited", err)
+
     def test_dead_server_timeout(self):
         async def handler(n, ws, hub):
             # accepts, reads, never answers anything

@@ -134,6 +134,17 @@ class TestHubctlUx(hubfix.HubTest):
             self.assertEqual(r.returncode, 1, (uri, r))
             self.assertIn(want, r.stderr, uri)
             self.assertNotIn("Failure", r.stderr, uri)
+        # a failover list: each URI says what failed; a good one later wins
+        r = run(hubfix.HUBCTL, "--db", self.db, "--broker",
+                f"tcp://127.0.0.1:{port},tcp://no-such-host.invalid:1883",
+                "send", "dev1", "reboot", "{}")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(f"127.0.0.1:{port}: connection refused", r.stderr)
+        self.assertIn("no-such-host.invalid:1883: unknown host", r.stderr)
+        r = run(hubfix.HUBCTL, "--db", self.db, "--broker",
+                f"tcp://127.0.0.1:{port},tcp://127.0.0.1:{self.broker.port}",
+                "send", "dev1", "reboot", "{}")
+        self.assertEqual(r.returncode, 0, r)
 
     def test_watch(self):
         tok = self.add_devices("w1", "w2")
@@ -144,13 +155,15 @@ class TestHubctlUx(hubfix.HubTest):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         self.procs.append(p)
-        lines = []
-        reader = hubfix.threading.Thread(
-            target=lambda: [lines.append(ln) for ln in p.stdout], daemon=True)
-        reader.start()
+        lines, errs = [], []
+        for stream, into in ((p.stdout, lines), (p.stderr, errs)):
+            hubfix.threading.Thread(
+                target=lambda s=stream, i=into: [i.append(ln) for ln in s],
+                daemon=True).start()
         # subscribed when the "watching" line is on stderr
-        hubfix.wait_until(lambda: p.poll() is None and p.stderr.readline(), 10,
-                          what="watch started")
+        hubfix.wait_until(lambda: any("watching" in e for e in errs) or p.poll() is not None,
+                          10, what="watch started")
+        self.assertIsNone(p.poll(), errs)
         c2 = self.connect(hub, "w2", tok["w2"])
         c1 = self.connect(hub, "w1", tok["w1"])
         hubfix.wait_until(lambda: any(" w1 online" in ln for ln in lines), 10,
