@@ -62,6 +62,8 @@ struct sess {
 	uint32_t inflight;    /* QoS 1 uplinks awaiting PUBACK */
 	uint32_t next_cmd_id;
 	uint64_t last_rx_ms; /* monotonic */
+	uint64_t last_ping_ms; /* monotonic: our last WebSocket ping */
+	int ping_due;	       /* heartbeat.c asked for a ping */
 	int peer_closed;     /* got a close frame */
 	int superseded; /* a newer session of the device exists: no presence */
 	int online_out; /* its online status is queued: uplink may flow */
@@ -112,6 +114,7 @@ struct worker {
 	/* device id -> session */
 	struct sess **map;
 	size_t map_mask;
+	size_t hb_cursor; /* heartbeat.c: the next map bucket to look at */
 	int nsessions;
 	size_t out_bytes; /* queued to all devices: hub_downlink_queued_bytes */
 	int max_sessions; /* this worker's share of --max-conns */
@@ -140,6 +143,9 @@ int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 void hub__service_wake(struct worker *w);
 /* One step of the drain: closes this tick's share of sessions. */
 void hub__drain_step(struct worker *w);
+/* heartbeat.c: pings and the idle cut for a tenth of the device map; each
+ * 100 ms tick. Service thread. */
+void hub__heartbeat_step(struct worker *w, uint64_t now_ms);
 /* Refreshes the gauges that are sampled rather than counted. */
 void hub__sample_gauges(struct worker *w);
 int hub__map_init(struct worker *w, size_t expected);

@@ -150,6 +150,10 @@ sess_close(struct sess *s, int code, const char *reason)
 	s->state = SESS_CLOSING;
 	s->close_code = code;
 	s->close_reason = reason;
+	/* heartbeat.c no longer watches it: a peer that stopped reading gets
+	 * the idle timeout to take the rest of its queue and the close */
+	lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK,
+			s->w->conf->idle_timeout);
 	lws_callback_on_writable(s->wsi);
 }
 
@@ -927,6 +931,20 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 	struct outf *f = s->out_head;
 	char reason[32];
 
+	if (s->ping_due && s->state == SESS_LIVE) {
+		/* a payload: lws passes an empty PONG to no callback, and
+		 * LWS_CALLBACK_RECEIVE_PONG is what tells us the peer lives */
+		unsigned char ping[LWS_PRE + 2] = {0};
+
+		s->ping_due = 0;
+		ping[LWS_PRE] = 'h';
+		ping[LWS_PRE + 1] = 'b';
+		if (lws_write(wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+			return -1;
+		if (f)
+			lws_callback_on_writable(wsi);
+		return 0;
+	}
 	if (f) {
 		int n =
 		    lws_write(wsi, f->buf + LWS_PRE, f->len,

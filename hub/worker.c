@@ -195,10 +195,11 @@ on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 				"ticket key rotation failed; new tickets use "
 				"the old key");
 	}
+	now = hub_clock_mono_us() / 1000;
+	hub__heartbeat_step(w, now);
 	if (!w->draining)
 		return;
 	hub__drain_step(w);
-	now = hub_clock_mono_us() / 1000;
 	/* all closed, or the close handshakes have had 5 s past the drain */
 	if (w->nsessions == 0 ||
 	    now - w->drain_start_ms > (uint64_t)w->conf->drain * 1000 + 5000)
@@ -239,10 +240,10 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 			    LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
 		}
 	}
-	/* WebSocket ping every --heartbeat s, close after --idle-timeout s
-	 * without a pong (lws validity timers) */
-	retry.secs_since_valid_ping = (uint16_t)c->heartbeat;
-	retry.secs_since_valid_hangup = (uint16_t)c->idle_timeout;
+	/* no lws validity timers (a policy with no hangup arms none; without
+	 * a policy lws would use its default of 300/310 s): heartbeat.c pings
+	 * and cuts idle sessions, without a timer per connection */
+	memset(&retry, 0, sizeof(retry));
 	info.retry_and_idle_policy = &retry;
 	/* --handshake-timeout: the HTTP request must be complete in time
 	 * (the TLS handshake's share is the context's timeout_secs) */
