@@ -112,8 +112,8 @@ struct child {
 	char host[256];
 	int port, tls, stopping, storm_done;
 	uint64_t t0, t_stop;
-	const char *iface;
-	char ifbuf[48];
+	unsigned nsrc; /* --src-ips: addresses, each in srcbuf[] */
+	char srcbuf[64][16];
 };
 
 static struct child *the_child; /* for lws callbacks */
@@ -246,7 +246,9 @@ dev_connect(struct child *c, struct lg_dev *d, uint64_t now)
 	ci.host = c->o->servername[0] ? c->o->servername : c->host;
 	ci.origin = ci.host;
 	ci.protocol = "hub.v1";
-	ci.iface = c->iface;
+	/* device i dials from address i % nsrc: a server's per-address caps
+	 * (pending handshakes, auth failures) see a spread, not one host */
+	ci.iface = c->nsrc ? c->srcbuf[(size_t)(d - c->dev) % c->nsrc] : NULL;
 	ci.pwsi = &d->wsi;
 	ci.opaque_user_data = d;
 	if (c->tls) {
@@ -655,17 +657,18 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	c.tls = tls;
 	snprintf(c.host, sizeof(c.host), "%s", host);
 	if (o->src_ips[0]) {
-		/* "127.0.0.A-B": child i binds 127.0.0.(A + i % (B-A+1)) */
-		unsigned a = 0, b = 0;
+		/* "127.0.0.A-B": every process uses all of them, per device */
+		unsigned a = 0, b = 0, k;
 		char pre[32];
 
 		if (sscanf(o->src_ips, "%31[0-9.].%u-%u", pre, &a, &b) == 3 &&
-		    b >= a && b < 256) {
-			snprintf(c.ifbuf, sizeof(c.ifbuf), "%s.%u", pre,
-				 a + (unsigned)index % (b - a + 1));
-			c.iface = c.ifbuf;
+		    b >= a && b < 256 && strlen(pre) < 12) {
+			for (k = a; k <= b && c.nsrc < 64; k++)
+				snprintf(c.srcbuf[c.nsrc++],
+					 sizeof(c.srcbuf[0]), "%s.%u", pre, k);
 		}
 	}
+	(void)index;
 	the_child = &c;
 	c.loop = ev_loop_new(EVFLAG_AUTO | EVBACKEND_EPOLL);
 	if (!c.loop)
@@ -787,7 +790,7 @@ usage(FILE *f)
 	    "  --ramp R           new connections per second, all "
 	    "processes (1000)\n"
 	    "  --max-pending K    handshakes in flight per process (64): more\n"
-		"                     only queues in the server and times out\n"
+	    "                     only queues in the server and times out\n"
 	    "  --rate M           messages per second per device (0)\n"
 	    "  --qos 0|1 --payload BYTES (64) --binary --topic T "
 	    "(telemetry)\n"
