@@ -70,7 +70,8 @@ def raw_request(port, req, timeout=10):
 
 
 def upgrade_req(path, version=b"HTTP/1.1", host=True,
-                key=b"dGhlIHNhbXBsZSBub25jZQ==", wsversion=b"13", extra=b""):
+                key=b"dGhlIHNhbXBsZSBub25jZQ==", wsversion=b"13", extra=b"",
+                protocol=b"hub.v1"):
     r = b"GET " + path + b" " + version + b"\r\n"
     if host:
         r += b"Host: 127.0.0.1\r\n"
@@ -79,7 +80,7 @@ def upgrade_req(path, version=b"HTTP/1.1", host=True,
         r += b"Sec-WebSocket-Key: " + key + b"\r\n"
     if wsversion is not None:
         r += b"Sec-WebSocket-Version: " + wsversion + b"\r\n"
-    return r + b"Sec-WebSocket-Protocol: hub.v1\r\n" + extra + b"\r\n"
+    return r + b"Sec-WebSocket-Protocol: " + protocol + b"\r\n" + extra + b"\r\n"
 
 
 class TestHostile(hubfix.HubTest):
@@ -381,6 +382,14 @@ class TestHostile(hubfix.HubTest):
         self.assertEqual(status(b"https://ok.example"), 101)
         self.assertEqual(status(b"HTTPS://B.example"), 101)
         self.assertEqual(status(None), 101)  # not a browser: no Origin
+        # the browser way: an allowed Origin and the token as subprotocol
+        # (Origin is read after the offer: neither may clobber the other)
+        for offer in (b"hub.v1, bearer." + tok, b"bearer." + tok + b", hub.v1"):
+            line, hdrs = raw_request(hub.port, upgrade_req(
+                b"/v1/devices/dev1", protocol=offer,
+                extra=b"Origin: https://ok.example\r\n"))
+            self.assertIn(" 101", line, offer)
+            self.assertEqual(hdrs.get("sec-websocket-protocol"), "hub.v1")
 
     def test_trusted_proxies(self):
         """Behind a TLS-terminating proxy every device shares its address:
