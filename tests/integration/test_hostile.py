@@ -425,6 +425,19 @@ class TestHostile(hubfix.HubTest):
         self.assertEqual(status(b"198.51.100.1, 203.0.113.7", tok), 429)
         ev = [e for e in self.events() if e["kind"] == "auth_failed"]
         self.assertEqual([e["addr"] for e in ev], ["203.0.113.7"], ev)
+        # Forwarded (RFC 7239) when there is no X-Forwarded-For
+        def fwd_status(value, token):
+            raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+            try:
+                raw.sendall(upgrade_req(b"/v1/devices/dev1", extra=(
+                    b"Authorization: Bearer " + token + b"\r\n"
+                    b"Forwarded: " + value + b"\r\n")))
+                return int(raw.recv(4096).split()[1])
+            finally:
+                raw.close()
+        self.assertEqual(fwd_status(b'for="[2001:db8::7]:4711";proto=https',
+                                    tok), 101)
+        self.assertEqual(fwd_status(b"for=203.0.113.7", tok), 429)
         # presence carries the client address too
         sub = self.mqtt("devices/dev2/status")
         raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
