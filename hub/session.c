@@ -415,7 +415,7 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 {
 	const struct conf *c = w->conf;
 	char uri[256], auth[PROTO_TOKEN_MAX + 16], arg[PROTO_TOKEN_MAX + 16];
-	char proto[PROTO_TOKEN_MAX + 64], addr[REGISTRY_ADDR_MAX];
+	char proto[PROTO_TOKEN_MAX + 64], origin[256], addr[REGISTRY_ADDR_MAX];
 	const char *id, *token = NULL;
 	uint64_t now = mono_ms();
 	unsigned wait;
@@ -450,8 +450,8 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	if (subprotocols(wsi, proto, sizeof(proto), &token, &toklen))
 		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
 	/* a browser says where the page came from: --allowed-origins */
-	n = lws_hdr_copy(wsi, proto, sizeof(proto), WSI_TOKEN_ORIGIN);
-	if (n < 0 || (n > 0 && !proto_origin_allowed(c->allowed_origins, proto,
+	n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
+	if (n < 0 || (n > 0 && !proto_origin_allowed(c->allowed_origins, origin,
 						     (size_t)n)))
 		return refuse(w, wsi, 403, 0, "origin not allowed\n");
 	wait = authlimit_blocked(w->authlimit, addr, now);

@@ -70,7 +70,8 @@ def raw_request(port, req, timeout=10):
 
 
 def upgrade_req(path, version=b"HTTP/1.1", host=True,
-                key=b"dGhlIHNhbXBsZSBub25jZQ==", wsversion=b"13", extra=b""):
+                key=b"dGhlIHNhbXBsZSBub25jZQ==", wsversion=b"13", extra=b"",
+                protocol=b"hub.v1"):
     r = b"GET " + path + b" " + version + b"\r\n"
     if host:
         r += b"Host: 127.0.0.1\r\n"
@@ -79,7 +80,7 @@ def upgrade_req(path, version=b"HTTP/1.1", host=True,
         r += b"Sec-WebSocket-Key: " + key + b"\r\n"
     if wsversion is not None:
         r += b"Sec-WebSocket-Version: " + wsversion + b"\r\n"
-    return r + b"Sec-WebSocket-Protocol: hub.v1\r\n" + extra + b"\r\n"
+    return r + b"Sec-WebSocket-Protocol: " + protocol + b"\r\n" + extra + b"\r\n"
 
 
 class TestHostile(hubfix.HubTest):
@@ -383,6 +384,14 @@ class TestHostile(hubfix.HubTest):
         self.assertEqual(status(b"https://ok.example"), 101)
         self.assertEqual(status(b"HTTPS://B.example"), 101)
         self.assertEqual(status(None), 101)  # not a browser: no Origin
+        # the browser way: an allowed Origin and the token as subprotocol
+        # (Origin is read after the offer: neither may clobber the other)
+        for offer in (b"hub.v1, bearer." + tok, b"bearer." + tok + b", hub.v1"):
+            line, hdrs = raw_request(hub.port, upgrade_req(
+                b"/v1/devices/dev1", protocol=offer,
+                extra=b"Origin: https://ok.example\r\n"))
+            self.assertIn(" 101", line, offer)
+            self.assertEqual(hdrs.get("sec-websocket-protocol"), "hub.v1")
 
     def test_trusted_proxies(self):
         """Behind a TLS-terminating proxy every device shares its address:
@@ -418,6 +427,19 @@ class TestHostile(hubfix.HubTest):
         self.assertEqual(status(b"198.51.100.1, 203.0.113.7", tok), 429)
         ev = [e for e in self.events() if e["kind"] == "auth_failed"]
         self.assertEqual([e["addr"] for e in ev], ["203.0.113.7"], ev)
+        # Forwarded (RFC 7239) when there is no X-Forwarded-For
+        def fwd_status(value, token):
+            raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+            try:
+                raw.sendall(upgrade_req(b"/v1/devices/dev1", extra=(
+                    b"Authorization: Bearer " + token + b"\r\n"
+                    b"Forwarded: " + value + b"\r\n")))
+                return int(raw.recv(4096).split()[1])
+            finally:
+                raw.close()
+        self.assertEqual(fwd_status(b'for="[2001:db8::7]:4711";proto=https',
+                                    tok), 101)
+        self.assertEqual(fwd_status(b"for=203.0.113.7", tok), 429)
         # presence carries the client address too
         sub = self.mqtt("devices/dev2/status")
         raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
