@@ -743,13 +743,22 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	return rc;
 }
 
+/*
+ * Writes queued frames while the socket takes them: lws sends at most
+ * rx_buffer_size (4 KiB) per POLLOUT and keeps the rest of a frame in its
+ * own buffer, so one frame per callback cannot keep up with a burst of
+ * small commands to a device that reads. lws_send_pipe_choked() says when
+ * the kernel (or lws's leftover of a partial send) is full: stop there and
+ * wait for the next POLLOUT.
+ */
 static int
 on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 {
-	struct outf *f = s->out_head;
 	char reason[32];
+	int wrote = 0;
 
-	if (f) {
+	while (s->out_head && (!wrote || !lws_send_pipe_choked(wsi))) {
+		struct outf *f = s->out_head;
 		int n =
 		    lws_write(wsi, f->buf + LWS_PRE, f->len,
 			      f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
@@ -763,8 +772,11 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 		free(f);
 		if (n < 0)
 			return -1;
+		wrote++;
 		metrics_add(w->m, M_MSG_OUT, 1);
 		metrics_add(w->m, M_BYTES_OUT, (uint64_t)n);
+	}
+	if (wrote) {
 		if (s->out_head || s->state == SESS_CLOSING)
 			lws_callback_on_writable(wsi);
 		return 0;
@@ -929,15 +941,19 @@ on_opened(struct worker *w)
 	writer_opened_free(l);
 }
 
+#define WAKE_BATCH 256 /* bridge events handled per wake */
+
 void
 hub__service_wake(struct worker *w)
 {
 	struct registry_creds *c;
 	struct bridge_ev *e;
 	struct sess *s;
+	int batch;
 
 	__atomic_store_n(&w->wake_pending, 0, __ATOMIC_RELEASE);
 	on_opened(w);
+	batch = 0;
 	c = writer_take_creds(w->writer);
 	if (c) {
 		registry_creds_free(w->creds);
@@ -945,7 +961,10 @@ hub__service_wake(struct worker *w)
 		metrics_set(w->m, M_DEVICES_KNOWN, registry_creds_count(c));
 		revalidate(w);
 	}
-	while ((e = bridge_poll(w->bridge))) {
+	/* a bounded batch, then the loop writes before taking more: a burst
+	 * of commands drains into the sockets as it arrives instead of piling
+	 * up in the sessions' queues */
+	while (batch++ < WAKE_BATCH && (e = bridge_poll(w->bridge))) {
 		switch (e->kind) {
 		case BRIDGE_EV_ACK:
 			s = map_find(w, e->device);
@@ -994,6 +1013,12 @@ hub__service_wake(struct worker *w)
 			break;
 		}
 		bridge_ev_free(e);
+	}
+	if (batch > WAKE_BATCH) {
+		/* more may wait: come back after this loop's writes (the one
+		 * lws call allowed from any thread, fine from this one) */
+		__atomic_store_n(&w->wake_pending, 1, __ATOMIC_RELEASE);
+		lws_cancel_service(w->ctx);
 	}
 }
 
