@@ -89,25 +89,52 @@ mono_ms(void)
 }
 
 /*
+ * A frame for the device is dropped: counted each time; recorded in the
+ * registry as a downlink_dropped event once per episode (until the queue
+ * has drained again), so a device that stops reading is one row, not one
+ * per message.
+ */
+static void
+sess_dropped(struct sess *s, const char *reason)
+{
+	struct worker *w = s->w;
+	struct writer_item it;
+
+	metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+	if (s->dropping)
+		return;
+	s->dropping = 1;
+	hub_log(HUB_LOG_WARN, "HUB-DOWNLINK-DROP",
+		"device=%s session=%s reason=%s queued=%zu", s->device,
+		s->session, reason, s->out_bytes);
+	memset(&it, 0, sizeof(it));
+	it.kind = WRITER_DOWNLINK_DROPPED;
+	it.ts = hub_clock_ms();
+	memcpy(it.device, s->device, sizeof(it.device));
+	memcpy(it.session, s->session, sizeof(it.session));
+	snprintf(it.reason, sizeof(it.reason), "%s", reason);
+	writer_submit(w->writer, &it); /* full: the counter still has it */
+}
+
+/*
  * Queues a frame for the device: 0, or -1 when it was dropped (and counted)
  * because the session's queue is at its bound or is closing.
  */
 static int
 sess_send(struct sess *s, const void *data, size_t len, int binary)
 {
-	struct worker *w = s->w;
 	struct outf *f;
 
 	if (s->state != SESS_LIVE)
 		return -1;
 	if (s->out_count >= SESS_OUTQ_MAX ||
 	    s->out_bytes + len > SESS_OUTQ_BYTES) {
-		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		sess_dropped(s, "downlink_queue_full");
 		return -1;
 	}
 	f = malloc(sizeof(*f) + LWS_PRE + len);
 	if (!f) {
-		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		sess_dropped(s, "downlink_queue_full");
 		return -1;
 	}
 	f->next = NULL;
@@ -121,7 +148,7 @@ sess_send(struct sess *s, const void *data, size_t len, int binary)
 	s->out_tail = f;
 	s->out_count++;
 	s->out_bytes += len;
-	w->out_bytes += len;
+	s->w->out_bytes += len;
 	lws_callback_on_writable(s->wsi);
 	return 0;
 }
@@ -777,6 +804,8 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 		metrics_add(w->m, M_BYTES_OUT, (uint64_t)n);
 	}
 	if (wrote) {
+		if (!s->out_head)
+			s->dropping = 0; /* drained: the next drop is news */
 		if (s->out_head || s->state == SESS_CLOSING)
 			lws_callback_on_writable(wsi);
 		return 0;
