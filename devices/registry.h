@@ -90,7 +90,12 @@ int registry_device_rotate(struct registry *reg, const char *id, char *token);
 
 /* ---- events -------------------------------------------------------- */
 
-enum registry_kind { REGISTRY_ONLINE, REGISTRY_OFFLINE, REGISTRY_AUTH_FAILED };
+enum registry_kind {
+	REGISTRY_ONLINE,
+	REGISTRY_OFFLINE,
+	REGISTRY_AUTH_FAILED,
+	REGISTRY_DOWNLINK_DROPPED /* reason: why (downlink_queue_full) */
+};
 
 struct registry_event {
 	int64_t seq; /* event row id: rises with every event */
@@ -150,6 +155,11 @@ int registry_session_close(struct registry *reg, const char *session,
  */
 int registry_session_superseded(struct registry *reg, const char *session,
 				int *newer);
+/* A 'downlink_dropped' event: commands for the device's session were
+ * dropped (reason e.g. "downlink_queue_full"); one per episode. */
+int registry_downlink_dropped(struct registry *reg, const char *device,
+			      const char *session, const char *hub,
+			      const char *reason, int64_t ts);
 /* An 'auth_failed' event (device may be an unknown id; reason e.g.
  * "bad_token"). */
 int registry_auth_failed(struct registry *reg, const char *device,

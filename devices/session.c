@@ -24,6 +24,7 @@ static const char *const kind_names[] = {
     [REGISTRY_ONLINE] = "online",
     [REGISTRY_OFFLINE] = "offline",
     [REGISTRY_AUTH_FAILED] = "auth_failed",
+    [REGISTRY_DOWNLINK_DROPPED] = "downlink_dropped",
 };
 
 const char *
@@ -41,6 +42,8 @@ kind_parse(const char *s)
 		return REGISTRY_ONLINE;
 	if (s && !strcmp(s, "offline"))
 		return REGISTRY_OFFLINE;
+	if (s && !strcmp(s, "downlink_dropped"))
+		return REGISTRY_DOWNLINK_DROPPED;
 	return REGISTRY_AUTH_FAILED;
 }
 
@@ -227,6 +230,21 @@ registry_session_superseded(struct registry *reg, const char *session,
 }
 
 int
+registry_downlink_dropped(struct registry *reg, const char *device,
+			  const char *session, const char *hub,
+			  const char *reason, int64_t ts)
+{
+	if (!reg)
+		return HUB_ERR_INVAL;
+	if (!device || !proto_id_valid(device, strnlen(device, HUB_ID_MAX + 1)) ||
+	    !reason_ok(reason) || !fits(session, REGISTRY_SESSION_MAX) ||
+	    !fits(hub, REGISTRY_HUB_MAX + 1))
+		return registry__fail(reg, HUB_ERR_INVAL);
+	return event_insert(reg, device, REGISTRY_DOWNLINK_DROPPED, reason, ts,
+			    session, NULL, hub);
+}
+
+int
 registry_auth_failed(struct registry *reg, const char *device, const char *addr,
 		     const char *hub, const char *reason, int64_t ts)
 {
@@ -350,7 +368,7 @@ registry_events(struct registry *reg, const char *device, int limit,
 		void *arg)
 {
 	struct registry_event e;
-	char kind[16];
+	char kind[24]; /* the longest: "downlink_dropped" */
 	sqlite3_stmt *s;
 	int rc, err = HUB_OK;
 

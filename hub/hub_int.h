@@ -67,6 +67,7 @@ struct sess {
 	int peer_closed;     /* got a close frame */
 	int superseded; /* a newer session of the device exists: no presence */
 	int online_out; /* its online status is queued: uplink may flow */
+	int dropping;	/* in an episode of dropped downlink: recorded once */
 	/* our close, if any: code for the close frame, reason for the row */
 	int close_code;
 	const char *close_reason;

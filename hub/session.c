@@ -93,25 +93,52 @@ mono_ms(void)
 }
 
 /*
+ * A frame for the device is dropped: counted each time; recorded in the
+ * registry as a downlink_dropped event once per episode (until the queue
+ * has drained again), so a device that stops reading is one row, not one
+ * per message.
+ */
+static void
+sess_dropped(struct sess *s, const char *reason)
+{
+	struct worker *w = s->w;
+	struct writer_item it;
+
+	metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+	if (s->dropping)
+		return;
+	s->dropping = 1;
+	hub_log(HUB_LOG_WARN, "HUB-DOWNLINK-DROP",
+		"device=%s session=%s reason=%s queued=%zu", s->device,
+		s->session, reason, s->out_bytes);
+	memset(&it, 0, sizeof(it));
+	it.kind = WRITER_DOWNLINK_DROPPED;
+	it.ts = hub_clock_ms();
+	memcpy(it.device, s->device, sizeof(it.device));
+	memcpy(it.session, s->session, sizeof(it.session));
+	snprintf(it.reason, sizeof(it.reason), "%s", reason);
+	writer_submit(w->writer, &it); /* full: the counter still has it */
+}
+
+/*
  * Queues a frame for the device: 0, or -1 when it was dropped (and counted)
  * because the session's queue is at its bound or is closing.
  */
 static int
 sess_send(struct sess *s, const void *data, size_t len, int binary)
 {
-	struct worker *w = s->w;
 	struct outf *f;
 
 	if (s->state != SESS_LIVE)
 		return -1;
 	if (s->out_count >= SESS_OUTQ_MAX ||
 	    s->out_bytes + len > SESS_OUTQ_BYTES) {
-		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		sess_dropped(s, "downlink_queue_full");
 		return -1;
 	}
 	f = malloc(sizeof(*f) + LWS_PRE + len);
 	if (!f) {
-		metrics_add(w->m, M_DROP_DOWNLINK_QUEUE_FULL, 1);
+		sess_dropped(s, "downlink_queue_full");
 		return -1;
 	}
 	f->next = NULL;
@@ -125,7 +152,7 @@ sess_send(struct sess *s, const void *data, size_t len, int binary)
 	s->out_tail = f;
 	s->out_count++;
 	s->out_bytes += len;
-	w->out_bytes += len;
+	s->w->out_bytes += len;
 	lws_callback_on_writable(s->wsi);
 	return 0;
 }
@@ -925,11 +952,19 @@ on_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	return rc;
 }
 
+/*
+ * Writes queued frames while the socket takes them: lws sends at most
+ * rx_buffer_size (4 KiB) per POLLOUT and keeps the rest of a frame in its
+ * own buffer, so one frame per callback cannot keep up with a burst of
+ * small commands to a device that reads. lws_send_pipe_choked() says when
+ * the kernel (or lws's leftover of a partial send) is full: stop there and
+ * wait for the next POLLOUT.
+ */
 static int
 on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 {
-	struct outf *f = s->out_head;
 	char reason[32];
+	int wrote = 0;
 
 	if (s->ping_due && s->state == SESS_LIVE) {
 		/* a payload: lws passes an empty PONG to no callback, and
@@ -941,11 +976,10 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 		ping[LWS_PRE + 1] = 'b';
 		if (lws_write(wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
 			return -1;
-		if (f)
-			lws_callback_on_writable(wsi);
-		return 0;
+		wrote++;
 	}
-	if (f) {
+	while (s->out_head && (!wrote || !lws_send_pipe_choked(wsi))) {
+		struct outf *f = s->out_head;
 		int n =
 		    lws_write(wsi, f->buf + LWS_PRE, f->len,
 			      f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
@@ -959,8 +993,13 @@ on_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 		free(f);
 		if (n < 0)
 			return -1;
+		wrote++;
 		metrics_add(w->m, M_MSG_OUT, 1);
 		metrics_add(w->m, M_BYTES_OUT, (uint64_t)n);
+	}
+	if (wrote) {
+		if (!s->out_head)
+			s->dropping = 0; /* drained: the next drop is news */
 		if (s->out_head || s->state == SESS_CLOSING)
 			lws_callback_on_writable(wsi);
 		return 0;
@@ -1125,15 +1164,19 @@ on_opened(struct worker *w)
 	writer_opened_free(l);
 }
 
+#define WAKE_BATCH 256 /* bridge events handled per wake */
+
 void
 hub__service_wake(struct worker *w)
 {
 	struct registry_creds *c;
 	struct bridge_ev *e;
 	struct sess *s;
+	int batch;
 
 	__atomic_store_n(&w->wake_pending, 0, __ATOMIC_RELEASE);
 	on_opened(w);
+	batch = 0;
 	c = writer_take_creds(w->writer);
 	if (c) {
 		registry_creds_free(w->creds);
@@ -1141,7 +1184,10 @@ hub__service_wake(struct worker *w)
 		metrics_set(w->m, M_DEVICES_KNOWN, registry_creds_count(c));
 		revalidate(w);
 	}
-	while ((e = bridge_poll(w->bridge))) {
+	/* a bounded batch, then the loop writes before taking more: a burst
+	 * of commands drains into the sockets as it arrives instead of piling
+	 * up in the sessions' queues */
+	while (batch++ < WAKE_BATCH && (e = bridge_poll(w->bridge))) {
 		switch (e->kind) {
 		case BRIDGE_EV_ACK:
 			s = map_find(w, e->device);
@@ -1190,6 +1236,12 @@ hub__service_wake(struct worker *w)
 			break;
 		}
 		bridge_ev_free(e);
+	}
+	if (batch > WAKE_BATCH) {
+		/* more may wait: come back after this loop's writes (the one
+		 * lws call allowed from any thread, fine from this one) */
+		__atomic_store_n(&w->wake_pending, 1, __ATOMIC_RELEASE);
+		lws_cancel_service(w->ctx);
 	}
 }
 

@@ -236,6 +236,11 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 							  it->addr, w->hub_id,
 							  it->reason, it->ts);
 				break;
+			case WRITER_DOWNLINK_DROPPED:
+				rc = registry_downlink_dropped(
+				    w->reg, it->device, it->session, w->hub_id,
+				    it->reason, it->ts);
+				break;
 			}
 			if (rc != HUB_OK && !transient(rc)) {
 				hub_log(HUB_LOG_ERR, "HUB-REG-SKIP",
@@ -328,7 +333,8 @@ writer_main(void *arg)
 			for (i = 0; i < n; i++) {
 				struct writer_item *it = items[i];
 
-				if (it->kind != WRITER_AUTH_FAILED &&
+				if ((it->kind == WRITER_OPEN ||
+				     it->kind == WRITER_CLOSE) &&
 				    it->publish && w->seq[i])
 					publish_status(w, it,
 						       it->kind == WRITER_OPEN,
@@ -382,7 +388,8 @@ writer_submit(struct writer *w, const struct writer_item *it)
 
 	/* failed authentications come from anyone: they may fill half the
 	 * queue, never the room the session rows need */
-	if (it->kind == WRITER_AUTH_FAILED &&
+	if ((it->kind == WRITER_AUTH_FAILED ||
+	     it->kind == WRITER_DOWNLINK_DROPPED) &&
 	    hub_queue_len(w->q) * 2 > hub_queue_cap(w->q))
 		return HUB_ERR_FULL;
 	c = malloc(sizeof(*c));

@@ -26,7 +26,12 @@
 struct bridge;
 struct writer;
 
-enum writer_kind { WRITER_OPEN, WRITER_CLOSE, WRITER_AUTH_FAILED };
+enum writer_kind {
+	WRITER_OPEN,
+	WRITER_CLOSE,
+	WRITER_AUTH_FAILED,
+	WRITER_DOWNLINK_DROPPED /* an episode of dropped commands began */
+};
 
 struct writer_item {
 	struct writer_item *next; /* writer_take_opened's list */

@@ -113,7 +113,7 @@ struct child {
 	int port, tls, stopping, storm_done;
 	uint64_t t0, t_stop;
 	unsigned nsrc; /* --src-ips: addresses, each in srcbuf[] */
-	char srcbuf[64][16];
+	char srcbuf[64][48];
 };
 
 static struct child *the_child; /* for lws callbacks */

@@ -817,16 +817,29 @@ cmd_list(const struct opts *o, struct registry *reg)
 	return 0;
 }
 
+/* The newest downlink_dropped event among a device's recent events. */
+static void
+find_drop(void *arg, const struct registry_event *e)
+{
+	struct registry_event *out = arg;
+
+	if (e->kind == REGISTRY_DOWNLINK_DROPPED && !out->seq)
+		*out = *e;
+}
+
 static int
 cmd_show(const struct opts *o, struct registry *reg, const char *id)
 {
 	struct registry_device d;
+	struct registry_event drop;
 	char t1[40], t2[40];
 	int rc;
 
 	rc = registry_device_get(reg, id, &d);
 	if (rc != HUB_OK)
 		return reg_fail(reg, "device show", id, rc);
+	memset(&drop, 0, sizeof(drop));
+	registry_events(reg, id, 1000, find_drop, &drop);
 	if (o->json) {
 		cJSON *j = cJSON_CreateObject();
 
@@ -842,6 +855,15 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 		json_str_opt(j, "session", d.session);
 		json_str_opt(j, "hub", d.hub);
 		json_str_opt(j, "addr", d.addr);
+		if (drop.seq) {
+			cJSON *x =
+			    cJSON_AddObjectToObject(j, "downlink_dropped");
+
+			json_int(x, "ts", drop.ts);
+			cJSON_AddStringToObject(x, "reason", drop.reason);
+			json_str_opt(x, "session", drop.session);
+		} else
+			cJSON_AddNullToObject(j, "downlink_dropped");
 		json_print(j);
 		return 0;
 	}
@@ -855,6 +877,10 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 	printf("session:     %s\n", d.session[0] ? d.session : "-");
 	printf("hub:         %s\n", d.hub[0] ? d.hub : "-");
 	printf("addr:        %s\n", d.addr[0] ? d.addr : "-");
+	if (drop.seq)
+		printf("dropped:     %s %s (session %s)\n",
+		       iso_time(drop.ts, t1, sizeof(t1)), drop.reason,
+		       drop.session[0] ? drop.session : "-");
 	return 0;
 }
 

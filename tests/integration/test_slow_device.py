@@ -71,6 +71,21 @@ class TestSlowDevice(hubfix.HubTest):
         self.assertLessEqual(max(samples), 1 << 20, "the queue grew past 1 MiB")
         delivered = hub.metrics()["hub_commands_delivered_total"]
         self.assertLess(delivered, 24000)
+        # the drops are on record: a downlink_dropped event per episode
+        # (until the queue drained again), not one per dropped message
+        drops = hub.metrics()['hub_drops_total{reason="downlink_queue_full"}']
+        rows = hubfix.wait_until(
+            lambda: [e for e in self.events(device="slow") if e["kind"] == "downlink_dropped"],
+            10, what="a downlink_dropped event")
+        self.assertEqual(rows[0]["reason"], "downlink_queue_full", rows)
+        self.assertEqual(rows[0]["hub"], "hubA")
+        self.assertLess(len(rows) * 100, drops, f"{len(rows)} rows for {drops} drops")
+        shown = self.hubctl_json("device", "show", "slow")
+        self.assertEqual(shown["downlink_dropped"]["reason"], "downlink_queue_full", shown)
+        self.assertEqual(shown["downlink_dropped"]["session"], rows[0]["session"])
+        self.assertIsNone(self.hubctl_json("device", "show", "fast")["downlink_dropped"])
+        self.assertFalse([e for e in self.events(device="fast")
+                          if e["kind"] == "downlink_dropped"])
         # once the slow device reads again, its session still works
         fast.send_json({"op": "ping"})
         fast.wait_op("pong", timeout=10)

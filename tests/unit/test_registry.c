@@ -962,6 +962,32 @@ test_session_superseded(void **state)
 	registry_close(reg);
 }
 
+/* Dropped commands are an event kind of their own (schema 002). */
+static void
+test_downlink_dropped_event(void **state)
+{
+	struct registry *reg = open_mem();
+	struct evs v = {0};
+
+	(void)state;
+	add(reg, "d", NULL);
+	assert_int_equal(registry_downlink_dropped(reg, "d", "S1", "hubA",
+						   "downlink_queue_full", 500),
+			 HUB_OK);
+	assert_int_equal(registry_events(reg, "d", 5, collect_ev, &v), HUB_OK);
+	assert_int_equal(v.n, 1);
+	assert_int_equal(v.e[0].kind, REGISTRY_DOWNLINK_DROPPED);
+	assert_string_equal(registry_kind_name(v.e[0].kind),
+			    "downlink_dropped");
+	assert_string_equal(v.e[0].reason, "downlink_queue_full");
+	assert_string_equal(v.e[0].session, "S1");
+	assert_string_equal(v.e[0].hub, "hubA");
+	assert_int_equal(registry_downlink_dropped(reg, "bad id", "S1", "hubA",
+						   "downlink_queue_full", 500),
+			 HUB_ERR_INVAL);
+	registry_close(reg);
+}
+
 /* ---- change counters -------------------------------------------------- */
 
 static int
@@ -1217,6 +1243,7 @@ main(void)
 	    cmocka_unit_test(test_repair),
 	    cmocka_unit_test(test_repair_superseded),
 	    cmocka_unit_test(test_session_superseded),
+	    cmocka_unit_test(test_downlink_dropped_event),
 	    cmocka_unit_test(test_creds_refresh_retries_after_failure),
 	    cmocka_unit_test(test_devices_rev),
 	    cmocka_unit_test(test_data_version),
