@@ -456,8 +456,10 @@ main(int argc, char **argv)
 		pid_t pid;
 
 		if (sig == SIGTERM || sig == SIGINT) {
-			hub_log(HUB_LOG_INFO, "HUB-STOP", "draining %d workers",
-				sv.nworkers);
+			hub_log(HUB_LOG_INFO, "HUB-STOP",
+				"%s from pid %d: draining %d workers",
+				sig == SIGTERM ? "SIGTERM" : "SIGINT",
+				(int)si.si_pid, sv.nworkers);
 			break;
 		}
 		if (sig == SIGHUP)
