@@ -546,6 +546,8 @@ finish(struct bridge *b, struct bridge_msg *m, int rejected)
 		atomic_fetch_add(&b->st_rejected, 1);
 	else if (m->qos)
 		atomic_fetch_add(&b->st_acked, 1);
+	if (m->kind == BRIDGE_ANNOUNCE && !rejected)
+		bridge__subs_announced(b, m->device);
 	if (is_device_q1(m)) {
 		if (rejected)
 			m->state |= BRIDGE_ST_REJECTED;

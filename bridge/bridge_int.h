@@ -83,15 +83,19 @@ struct bridge_cb {
 /* The set of devices this worker routes commands for (bridge_subs.c). */
 struct bridge_subs_node {
 	struct bridge_subs_node *next;
+	int sess_on; /* hub/sessions/<id> subscribed: own announcement acked */
 	char id[HUB_ID_MAX + 1];
 };
+
+/* a batch kind of bridge_subs.c besides BRIDGE_SUB and BRIDGE_UNSUB */
+#define BRIDGE__SUB_SESS 1000
 
 struct bridge_subs {
 	struct bridge_subs_node **buckets;
 	size_t nbuckets, n;
 	/* a run of SUB or UNSUB requests not yet sent to the broker */
-	int batch_kind; /* BRIDGE_SUB or BRIDGE_UNSUB */
-	char (*batch)[HUB_ID_MAX + 1];
+	int batch_kind;		       /* BRIDGE_SUB or BRIDGE_UNSUB */
+	char (*batch)[HUB_ID_MAX + 1]; /* kind: or BRIDGE__SUB_SESS */
 	size_t batch_n, batch_cap;
 };
 
@@ -180,6 +184,9 @@ void bridge__subs_request(struct bridge *b, int kind, const char *device);
 void bridge__subs_flush(struct bridge *b);
 /* After a (re)connect: subscribes every held device, batched. */
 void bridge__subs_resubscribe(struct bridge *b);
+/* The broker acked this worker's session announcement for device: now
+ * subscribe to hub/sessions/<device> (bridge thread). */
+void bridge__subs_announced(struct bridge *b, const char *device);
 size_t bridge__subs_count(const struct bridge_subs *s);
 int bridge__subs_has(const struct bridge_subs *s, const char *device);
 

@@ -2,11 +2,16 @@
  * bridge_subs.c - the devices this worker routes commands for, and their
  * subscriptions (DESIGN.md "MQTT mapping", Routing).
  *
- * Per held device the bridge subscribes to "<prefix>/<id>/cmd/#" and
- * "hub/sessions/<id>", QoS 1. With MQTT 5 both use retain-as-published
- * (a retained offline command and a live retained one both arrive with
- * the retain flag set) and no-local (this worker's own command clears and
- * session announcements do not come back to it).
+ * Per held device the bridge subscribes to "<prefix>/<id>/cmd/#" at once
+ * and to "hub/sessions/<id>" only once the broker acked this worker's own
+ * (retained) announcement of the device's session: from then on, anything
+ * that topic delivers - the retained announcement at subscribe time or a
+ * live one - is newer than ours in the broker's order, so a session is
+ * replaced by any announcement of another session id, and no wall clock
+ * (skewed between hubs) decides which session wins. QoS 1. With MQTT 5 both use
+ * retain-as-published (a retained offline command and a live retained one both
+ * arrive with the retain flag set) and no-local (this worker's own command
+ * clears and session announcements do not come back to it).
  *
  * The set is the truth: the bridge connects with a clean start, so after
  * every (re)connect it subscribes every device in the set again, 500
@@ -116,6 +121,7 @@ set_add(struct bridge_subs *s, const char *device)
 	n = malloc(sizeof(*n));
 	if (!n)
 		return HUB_ERR_NOMEM;
+	n->sess_on = 0;
 	memcpy(n->id, device, len + 1);
 	if (s->n >= s->nbuckets)
 		grow(s);
@@ -145,7 +151,22 @@ set_del(struct bridge_subs *s, const char *device)
 	return 0;
 }
 
-/* One SUBSCRIBE or UNSUBSCRIBE for ids[0..n) (2 topics each). */
+static struct bridge_subs_node *
+node_of(const struct bridge_subs *s, const char *device)
+{
+	struct bridge_subs_node *n;
+
+	for (n = s->buckets[hash_id(device) & (s->nbuckets - 1)]; n;
+	     n = n->next)
+		if (!strcmp(n->id, device))
+			return n;
+	return NULL;
+}
+
+/*
+ * One SUBSCRIBE or UNSUBSCRIBE for ids[0..n): BRIDGE_SUB the command
+ * topics, BRIDGE__SUB_SESS the announcement topics, BRIDGE_UNSUB both.
+ */
 static void
 send_ids(struct bridge *b, int kind, char (*ids)[HUB_ID_MAX + 1], size_t n)
 {
@@ -166,26 +187,34 @@ send_ids(struct bridge *b, int kind, char (*ids)[HUB_ID_MAX + 1], size_t n)
 	for (i = 0; i < n; i++) {
 		MQTTSubscribe_options o = MQTTSubscribe_options_initializer;
 
-		if (proto_topic_up(b->prefix, ids[i], "cmd/#", buf[count],
-				   SUB_TOPIC_MAX) != HUB_OK)
-			continue;
-		topics[count] = buf[count];
-		topics[count + 1] = buf[count + 1];
-		memcpy(buf[count + 1], "hub/sessions/", 14);
-		memcpy(buf[count + 1] + 13, ids[i], strlen(ids[i]) + 1);
 		o.retainAsPublished = 1;
 		o.noLocal = 1;
-		opts[count] = opts[count + 1] = o;
-		qos[count] = qos[count + 1] = 1;
-		count += 2;
+		if (kind != BRIDGE__SUB_SESS) {
+			if (proto_topic_up(b->prefix, ids[i], "cmd/#",
+					    buf[count],
+					    SUB_TOPIC_MAX) != HUB_OK)
+				continue;
+			topics[count] = buf[count];
+			opts[count] = o;
+			qos[count++] = 1;
+		}
+		if (kind != BRIDGE_SUB) {
+			memcpy(buf[count], "hub/sessions/", 14);
+			memcpy(buf[count] + 13, ids[i], strlen(ids[i]) + 1);
+			topics[count] = buf[count];
+			opts[count] = o;
+			qos[count++] = 1;
+		}
 	}
 	if (!count)
 		goto out;
 	/* Paho copies topics and options into its command: no callbacks
 	 * needed, a failed (un)subscribe is repaired by the resubscription
 	 * after the reconnect that follows a lost link. */
-	if (kind == BRIDGE_SUB) {
+	if (kind != BRIDGE_UNSUB) {
 		if (b->mqtt_version == 5) {
+			/* Paho reads the list only for more than one topic */
+			ro.subscribeOptions = opts[0];
 			ro.subscribeOptionsCount = count;
 			ro.subscribeOptionsList = opts;
 		}
@@ -213,6 +242,8 @@ bridge__subs_flush(struct bridge *b)
 	s->batch_n = 0;
 }
 
+static void batch_add(struct bridge *b, int kind, const char *device);
+
 void
 bridge__subs_request(struct bridge *b, int kind, const char *device)
 {
@@ -226,6 +257,27 @@ bridge__subs_request(struct bridge *b, int kind, const char *device)
 	}
 	if (b->link != BRIDGE_UP)
 		return; /* the resubscription after connecting covers it */
+	batch_add(b, kind, device);
+}
+
+void
+bridge__subs_announced(struct bridge *b, const char *device)
+{
+	struct bridge_subs_node *n = node_of(&b->subs, device);
+
+	if (!n || n->sess_on)
+		return; /* not held any more, or subscribed already */
+	n->sess_on = 1;
+	if (b->link == BRIDGE_UP)
+		batch_add(b, BRIDGE__SUB_SESS, device);
+	/* else: the resubscription after connecting covers it */
+}
+
+static void
+batch_add(struct bridge *b, int kind, const char *device)
+{
+	struct bridge_subs *s = &b->subs;
+
 	if (s->batch_n && s->batch_kind != kind)
 		bridge__subs_flush(b);
 	if (s->batch_n == s->batch_cap) {
@@ -270,5 +322,22 @@ bridge__subs_resubscribe(struct bridge *b)
 		}
 	}
 	send_ids(b, BRIDGE_SUB, ids, k);
+	/* the announcement topics of the devices whose announcement was
+	 * acked; the others follow their (re-sent) announcement's ack */
+	k = 0;
+	for (i = 0; i < s->nbuckets; i++) {
+		struct bridge_subs_node *n;
+
+		for (n = s->buckets[i]; n; n = n->next) {
+			if (!n->sess_on)
+				continue;
+			memcpy(ids[k++], n->id, sizeof(n->id));
+			if (k == per) {
+				send_ids(b, BRIDGE__SUB_SESS, ids, k);
+				k = 0;
+			}
+		}
+	}
+	send_ids(b, BRIDGE__SUB_SESS, ids, k);
 	free(ids);
 }

@@ -1,15 +1,28 @@
 /* hub_util.c - see hub_util.h. */
 #include "hub_util.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 int64_t
 hub_clock_ms(void)
 {
+	/* HUB_TEST_CLOCK_OFFSET_MS: a test-only skew of this process's wall
+	 * clock (hubs with clocks an hour apart); read once */
+	static int64_t offset;
+	static int read_once;
 	struct timespec ts;
 
+	if (!__atomic_load_n(&read_once, __ATOMIC_ACQUIRE)) {
+		const char *e = getenv("HUB_TEST_CLOCK_OFFSET_MS");
+
+		__atomic_store_n(&offset, e ? strtoll(e, NULL, 10) : 0,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&read_once, 1, __ATOMIC_RELEASE);
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
+	       __atomic_load_n(&offset, __ATOMIC_RELAXED);
 }
 
 uint64_t

@@ -201,6 +201,9 @@ spawn(struct supervisor *sv, int i)
 		for (j = 0; j < sv->nworkers; j++)
 			if (sv->w[j].ready_fd >= 0)
 				close(sv->w[j].ready_fd);
+		/* a SIGHUP before the worker's own handler is in place must
+		 * not kill it (libev's ev_signal replaces this) */
+		signal(SIGHUP, SIG_IGN);
 		sigprocmask(SIG_SETMASK, &sv->old_mask, NULL);
 		exit(hub__worker_run(&sv->conf, i, sv->nworkers, sv->m, p[1],
 				     sv->argc, sv->argv, sv->authlimit));
@@ -326,6 +329,7 @@ reload(struct supervisor *sv)
 {
 	struct conf next;
 	char err[256];
+	int i;
 
 	if (conf_load(&next, sv->argc, sv->argv, err, sizeof(err)) != HUB_OK) {
 		hub_log(HUB_LOG_ERR, "HUB-RELOAD",
@@ -337,7 +341,10 @@ reload(struct supervisor *sv)
 	hub_log(HUB_LOG_INFO, "HUB-RELOAD",
 		"log level %d; workers reload the TLS certificate and key",
 		next.log_level);
-	signal_workers(sv, SIGHUP);
+	/* a worker still starting reads the files anyway */
+	for (i = 0; i < sv->nworkers; i++)
+		if (sv->w[i].pid > 0 && sv->w[i].ready)
+			kill(sv->w[i].pid, SIGHUP);
 }
 
 /*
@@ -472,8 +479,10 @@ main(int argc, char **argv)
 		pid_t pid;
 
 		if (sig == SIGTERM || sig == SIGINT) {
-			hub_log(HUB_LOG_INFO, "HUB-STOP", "draining %d workers",
-				sv.nworkers);
+			hub_log(HUB_LOG_INFO, "HUB-STOP",
+				"%s from pid %d: draining %d workers",
+				sig == SIGTERM ? "SIGTERM" : "SIGINT",
+				(int)si.si_pid, sv.nworkers);
 			break;
 		}
 		if (sig == SIGHUP)

@@ -1088,7 +1088,7 @@ static void
 on_session_ev(struct worker *w, struct bridge_ev *e)
 {
 	struct sess *s = map_find(w, e->device);
-	const cJSON *op, *sid, *ts;
+	const cJSON *op, *sid;
 	cJSON *root;
 
 	/* a closing session too: a newer one elsewhere supersedes it */
@@ -1102,13 +1102,13 @@ on_session_ev(struct worker *w, struct bridge_ev *e)
 		hub_log(HUB_LOG_INFO, "HUB-KICK", "device=%s", s->device);
 		sess_close(s, 4004, "kicked");
 	} else if (cJSON_IsString(op) && !strcmp(op->valuestring, "session")) {
+		/* The bridge subscribes to these only after the broker acked
+		 * this worker's own announcement of the device: whatever comes
+		 * now is newer in the broker's order, whatever the clocks of
+		 * the hubs say (bridge_subs.c). */
 		sid = cJSON_GetObjectItemCaseSensitive(root, "session");
-		ts = cJSON_GetObjectItemCaseSensitive(root, "ts");
-		if (cJSON_IsString(sid) && cJSON_IsNumber(ts) &&
-		    strcmp(sid->valuestring, s->session) &&
-		    ((int64_t)ts->valuedouble > s->started_ms ||
-		     ((int64_t)ts->valuedouble == s->started_ms &&
-		      strcmp(sid->valuestring, s->session) > 0))) {
+		if (cJSON_IsString(sid) &&
+		    strcmp(sid->valuestring, s->session)) {
 			hub_log(HUB_LOG_INFO, "HUB-SESS-REPLACED",
 				"device=%s session=%s by=%s", s->device,
 				s->session, sid->valuestring);

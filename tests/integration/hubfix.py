@@ -274,8 +274,9 @@ class Hub:
     """hubd in its own process group (supervisor + workers)."""
 
     def __init__(self, tmp, cert, key, db, broker_port, hub_id="hubA",
-                 port=None, http_port=None, extra=(), workers=1, drain=2):
+                 port=None, http_port=None, extra=(), workers=1, drain=2, env=None):
         self.tmp = tmp
+        self.env = None if env is None else {**os.environ, **env}
         self.hub_id = hub_id
         self.port = port or free_port()
         self.http_port = http_port or free_port()
@@ -296,7 +297,7 @@ class Hub:
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.args, stdout=out,
                                      stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=self.env)
         out.close()
         if ready:
             self.wait_ready(timeout)

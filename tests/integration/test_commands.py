@@ -234,6 +234,31 @@ class TestCommands(hubfix.HubTest):
         hubfix.wait_until(lambda: hub.metrics()["hub_connections"] == 1, 10,
                           what="hub_connections 1")
 
+    def test_takeover_across_hubs_clock_an_hour_behind(self):
+        """The session that came last in the broker's order wins, whatever
+        the hubs' wall clocks say: hubB's clock is an hour behind hubA's."""
+        hubA = self.start_hub(hub_id="hubA")
+        hubB = self.start_hub(hub_id="hubB",
+                              env={"HUB_TEST_CLOCK_OFFSET_MS": str(-3600 * 1000)})
+        c1 = self.dev(hubA)
+        on1 = self.online("dev1")
+        c2 = self.connect(hubB, "dev1", self.tok["dev1"])
+        # the older session closes (4001), the newer one stays
+        self.assertEqual(c1.wait_closed(10), 4001)
+        on2 = self.online("dev1", on1["seq"])
+        self.assertEqual(on2["hub"], "hubB")
+        self.assertTrue(c2.is_open())
+        hubfix.wait_until(lambda: hubA.metrics()["hub_connections"] == 0, 10,
+                          what="hubA hub_connections 0")
+        self.assertEqual(hubB.metrics()["hub_connections"], 1)
+        # and back to the hub whose clock is ahead
+        c3 = self.connect(hubA, "dev1", self.tok["dev1"])
+        self.assertEqual(c2.wait_closed(10), 4001)
+        self.online("dev1", on2["seq"])
+        self.assertTrue(c3.is_open())
+        self.send("dev1", "once", '{"n":1}')
+        c3.wait_op("msg", 10, topic="cmd/once")
+
     def test_takeover_across_hubs(self):
         hubA = self.start_hub(hub_id="hubA")
         hubB = self.start_hub(hub_id="hubB")

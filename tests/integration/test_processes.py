@@ -174,10 +174,14 @@ class TestProcesses(hubfix.HubTest):
     def test_worker_restart_backoff_then_give_up(self):
         hub = self.start_hub()
         seen = set()
+
+        def new_worker():
+            if not hub.running():
+                raise AssertionError(f"hubd exited {hub.proc.returncode} early:\n"
+                                     f"{hub.log_tail()}")
+            return [p for p in workers_of(hub.proc.pid) if p not in seen]
         for n in range(1, 7):
-            w = hubfix.wait_until(lambda: [p for p in workers_of(hub.proc.pid)
-                                           if p not in seen], 20,
-                                  what=f"worker {n}")
+            w = hubfix.wait_until(new_worker, 20, what=f"worker {n}")
             hub.wait_ready()
             seen.add(w[0])
             os.kill(w[0], signal.SIGKILL)
