@@ -109,6 +109,9 @@ registry__sqlerr(struct registry *reg, int rc)
 	case SQLITE_IOERR:
 	case SQLITE_FULL:
 	case SQLITE_CANTOPEN:
+	/* a file or file system made read-only under a running hub: a
+	 * fault of the disk to retry, like a full one, not a bad row */
+	case SQLITE_READONLY:
 		err = HUB_ERR_IO;
 		break;
 	default:

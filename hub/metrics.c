@@ -117,6 +117,15 @@ static const struct mdesc desc[M__COUNT] = {
     [M_WORKER_RESTARTS] = {"hub_worker_restarts_total",
 			   "Workers restarted by the supervisor.", "counter",
 			   NULL},
+    [M_REGISTRY_RETRIES] = {"hub_registry_retries_total",
+			    "Registry batches that failed (lock held past the "
+			    "busy timeout, disk full, read-only) and were "
+			    "retried.",
+			    "counter", NULL},
+    [M_REGISTRY_FAILING] = {"hub_registry_failing",
+			    "Workers whose registry writer is retrying a "
+			    "batch now.",
+			    "gauge", NULL},
 };
 
 /* upper bounds in microseconds */
@@ -163,6 +172,7 @@ metrics_reset_gauges(struct metrics_slot *s)
 
 	for (k = M_CONNECTIONS; k <= M_DOWNLINK_QUEUED; k++)
 		metrics_set(s, (enum metric)k, 0);
+	metrics_set(s, M_REGISTRY_FAILING, 0);
 }
 
 static uint64_t

@@ -329,6 +329,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	wc.worker = index;
 	wc.nworkers = nworkers;
 	wc.events_retention = c->events_retention;
+	wc.m = w.m;
 	wc.queue_cap = (size_t)w.max_sessions * 3 + 65536;
 	w.writer =
 	    writer_new(&wc, w.bridge, wake, &w, err, sizeof(err), &repaired);

@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "hub_log.h"
 #include "hub_queue.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -197,6 +198,7 @@ static void
 apply(struct writer *w, struct writer_item **items, size_t n)
 {
 	unsigned attempts = 0;
+	uint64_t first_us = 0, next_log_us = 0;
 	size_t i;
 	int rc;
 
@@ -254,15 +256,45 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 		}
 		if (rc == HUB_OK)
 			rc = registry_commit(w->reg);
-		if (rc == HUB_OK)
+		if (rc == HUB_OK) {
+			if (attempts) {
+				hub_log(
+				    HUB_LOG_INFO, "HUB-REG-OK",
+				    "registry writable again: batch of "
+				    "%zu written after %u retries, %.1f s",
+				    n, attempts,
+				    (double)(hub_clock_mono_us() - first_us) /
+					1e6);
+				if (w->cfg.m)
+					metrics_set(w->cfg.m,
+						    M_REGISTRY_FAILING, 0);
+			}
 			return;
-		hub_log(HUB_LOG_WARN, "HUB-REG-RETRY", "batch of %zu: %s: %s",
-			n, hub_strerror(rc), registry_errmsg(w->reg));
+		}
+		/* a lock held by another process (past the busy timeout), a
+		 * full disk, a read-only file: every attempt counts, the log
+		 * says it at once and then every 10 s */
+		if (!attempts) {
+			first_us = hub_clock_mono_us();
+			if (w->cfg.m)
+				metrics_set(w->cfg.m, M_REGISTRY_FAILING, 1);
+		}
+		if (w->cfg.m)
+			metrics_add(w->cfg.m, M_REGISTRY_RETRIES, 1);
+		if (hub_clock_mono_us() >= next_log_us) {
+			hub_log(HUB_LOG_WARN, "HUB-REG-RETRY",
+				"batch of %zu: %s: %s (retrying every 0.1 s, "
+				"%u so far)",
+				n, hub_strerror(rc), registry_errmsg(w->reg),
+				attempts + 1);
+			next_log_us = hub_clock_mono_us() + 10000000;
+		}
 		registry_rollback(w->reg);
 		/* shutting down: retry for 10 s, then give up so that the
 		 * bridge still gets to flush the statuses it holds */
+		++attempts;
 		if (!__atomic_load_n(&w->running, __ATOMIC_ACQUIRE) &&
-		    ++attempts > 100) {
+		    attempts > 100) {
 			hub_log(HUB_LOG_ERR, "HUB-REG-LOST",
 				"registry unwritable at exit: %zu rows lost",
 				n);

@@ -24,6 +24,7 @@
 #include "registry.h"
 
 struct bridge;
+struct metrics_slot;
 struct writer;
 
 enum writer_kind {
@@ -52,6 +53,9 @@ struct writer_config {
 	int worker, nworkers;
 	size_t queue_cap;
 	int events_retention; /* days; pruned at start and then hourly */
+	/* the worker's metrics slot (may be NULL): registry retries and the
+	 * registry_failing gauge, written from the writer thread (atomics) */
+	struct metrics_slot *m;
 };
 
 /*

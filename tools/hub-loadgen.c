@@ -663,9 +663,15 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 
 		if (sscanf(o->src_ips, "%31[0-9.].%u-%u", pre, &a, &b) == 3 &&
 		    b >= a && b < 256 && strlen(pre) < 12) {
-			for (k = a; k <= b && c.nsrc < 64; k++)
-				snprintf(c.srcbuf[c.nsrc++],
-					 sizeof(c.srcbuf[0]), "%s.%u", pre, k);
+			for (k = a; k <= b && c.nsrc < 64; k++) {
+				int n = snprintf(c.srcbuf[c.nsrc],
+						 sizeof(c.srcbuf[0]), "%s.%u",
+						 pre, k);
+
+				if (n < 0 || (size_t)n >= sizeof(c.srcbuf[0]))
+					break;
+				c.nsrc++;
+			}
 		}
 	}
 	(void)index;

@@ -177,8 +177,14 @@ class TestHostile(hubfix.HubTest):
             (b"/v1/devices/a000%00X?token=" + tok, b"", dropped),
             (b"/v1/devices/a000%00?token=" + tok, b"", dropped),
             (b"/v1/devices/a000%09?token=" + tok, b"", 404),
+            # a NUL in any header value is a 400 from lws's parser
+            # (patches/lws-header-value-nul.patch)
             (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b"\0junk\r\n",
-             401),
+             400),
+            (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b"\0\r\n",
+             400),
+            (b"/v1/devices/a000", b"X-Unknown: a\0b\r\n"
+             b"Authorization: Bearer " + tok + b"\r\n", 400),
             (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b" junk\r\n",
              401),
             (b"/v1/devices/a000", b"Authorization: Bearer " + tok + b"\x01\r\n",
@@ -196,19 +202,24 @@ class TestHostile(hubfix.HubTest):
         sub = self.mqtt("devices/dev2/#")
         self.still_serving(hub, sub)
 
-    @unittest.expectedFailure
     def test_trailing_nul_in_header(self):
-        """lws's HTTP parser stores a NUL inside a header value but does not
-        count it in the value's length (issue_char in parsers.c), so a NUL
-        at the very end of the value is invisible to the hub: the token
-        before it matches. (A NUL with bytes after it is seen and refused,
-        above.) Only a fix in lws's parser can refuse this; when it lands
-        this test passes and must lose its expectedFailure."""
+        """Unpatched, lws's HTTP parser stores a NUL inside a header value
+        but does not count it in the value's length, so a NUL at the very
+        end of the value was invisible to the hub and the token before it
+        matched (101). patches/lws-header-value-nul.patch refuses any NUL
+        in a header value with 400."""
         hub = self.start_hub()
         tok = self.tok["a000"].encode()
+        for hdr in (b"Authorization: Bearer " + tok + b"\0\r\n",
+                    b"Authorization: Bearer " + tok + b"\0\0\r\n",
+                    b"Authorization: \0Bearer " + tok + b"\r\n"):
+            self.assertEqual(raw_upgrade(hub.port, b"/v1/devices/a000", hdr),
+                             400, hdr)
+        # the same token without the NUL is the device
         self.assertEqual(raw_upgrade(hub.port, b"/v1/devices/a000",
-                                     b"Authorization: Bearer " + tok + b"\0\r\n"),
-                         401)
+                                     b"Authorization: Bearer " + tok + b"\r\n"),
+                         101)
+        self.still_serving(hub, self.mqtt("devices/dev2/#"))
 
     def test_bearer_subprotocol(self):
         hub = self.start_hub()
@@ -252,16 +263,22 @@ class TestHostile(hubfix.HubTest):
             self.assertEqual(hdrs.get("upgrade", "").lower(), "websocket", hdrs)
         self.still_serving(hub, self.mqtt("devices/dev2/#"))
 
-    @unittest.expectedFailure
-    def test_reason_phrase_of_426(self):
+    def test_reason_phrase_of_426_and_429(self):
         """lws's status table (lib/roles/http/header.c err400[]) ends at
-        417, so 426 (and 429) go out as "HTTP/1.1 426 " without a reason
-        phrase; only lws can add one. When it does, this test passes and
-        must lose its expectedFailure."""
-        hub = self.start_hub()
+        417, so unpatched 426 and 429 went out as "HTTP/1.1 426 " without
+        a reason phrase (patches/lws-status-reason-phrases.patch)."""
+        hub = self.start_hub(extra=["--auth-fail-limit", 1])
         line, _ = raw_request(hub.port, upgrade_req(b"/v1/devices/dev1",
                                                     wsversion=b"8"))
-        self.assertRegex(line, r"^HTTP/1\.1 426 \S")
+        self.assertEqual(line, "HTTP/1.1 426 Upgrade Required")
+        bad = b"Authorization: Bearer wrong\r\n"
+        line, _ = raw_request(hub.port, upgrade_req(b"/v1/devices/dev1",
+                                                    extra=bad))
+        self.assertEqual(line, "HTTP/1.1 401 Unauthorized")
+        line, hdrs = raw_request(hub.port, upgrade_req(b"/v1/devices/dev1",
+                                                       extra=bad))
+        self.assertEqual(line, "HTTP/1.1 429 Too Many Requests")
+        self.assertIn("retry-after", hdrs)
 
     def raw_frame(self, r, b0, payload):
         """Sends one masked frame with first byte b0 (FIN, RSV, opcode)."""
@@ -299,21 +316,32 @@ class TestHostile(hubfix.HubTest):
             r.close()
         self.still_serving(hub, self.mqtt("devices/dev2/#"))
 
-    @unittest.expectedFailure
     def test_unmasked_client_frame(self):
         """RFC 6455 5.1: a server must fail a connection on an unmasked
-        client frame (1002). lws 4.1.6 processes it as data and tells its
-        user nothing (the mask bit is private to its parser), so only a
-        fix in lws can refuse it. When it lands this test passes and must
-        lose its expectedFailure."""
+        client frame (1002). Unpatched lws 4.3.5 processes it as data and
+        tells its user nothing (the mask bit is private to its parser):
+        patches/lws-ws-unmasked-frame.patch. Data, control and
+        continuation frames, after a masked frame was served."""
         hub = self.start_hub()
-        r = hubfix.RawWS(hub.port, "/v1/devices/dev1", self.tok["dev1"])
-        try:
-            payload = b'{"op":"ping"}'
-            r.s.sendall(bytes([0x81, len(payload)]) + payload)
-            self.assertEqual(r.wait_close(5), 1002)
-        finally:
-            r.close()
+        sub = self.mqtt("devices/dev1/#")
+        for b0, payload in ((0x81, b'{"op":"ping"}'),
+                            (0x89, b"hb"),
+                            (0x82, b"\x01tx"),
+                            (0x88, b"\x03\xe8")):
+            r = hubfix.RawWS(hub.port, "/v1/devices/dev1", self.tok["dev1"])
+            try:
+                # a masked frame first: the session is live and served
+                self.raw_frame(r, 0x81, b'{"op":"pub","topic":"m",'
+                                        b'"payload":1,"qos":0}')
+                r.s.sendall(bytes([b0, len(payload)]) + payload)
+                self.assertEqual(r.wait_close(10), 1002, hex(b0))
+            finally:
+                r.close()
+        sub.wait_count(lambda m: m.topic == "devices/dev1/m", 4, 10,
+                       "the masked frames")
+        # the unmasked binary frame was not published
+        self.assertFalse(sub.find(lambda m: m.topic == "devices/dev1/tx"))
+        self.still_serving(hub, self.mqtt("devices/dev2/#"))
 
     def test_request_smuggling(self):
         hub = self.start_hub()
@@ -325,7 +353,14 @@ class TestHostile(hubfix.HubTest):
         for extra in (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
                       b"Content-Length: 5\r\nContent-Length: 6\r\n",
                       b"Transfer-Encoding: chunked\r\n",
-                      b"Content-Length: %d\r\n" % len(smuggled)):
+                      b"Content-Length: %d\r\n" % len(smuggled),
+                      # names lws does not know: a 400 from its parser
+                      # (patches/lws-header-name-space.patch); unpatched
+                      # the hub never saw them and answered 101
+                      b"Transfer-Encoding : chunked\r\n",
+                      b"Transfer-Encoding\t: chunked\r\n",
+                      b"Content-Length : %d\r\n" % len(smuggled),
+                      b"X-A: b\r\n Transfer-Encoding: chunked\r\n"):
             req = upgrade_req(path, extra=auth + extra) + smuggled
             raw = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
             s = hubfix.insecure_ssl().wrap_socket(raw, server_hostname="localhost")
