@@ -665,7 +665,7 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 		    b >= a && b < 256 && strlen(pre) < 12) {
 			for (k = a; k <= b && c.nsrc < 64; k++)
 				snprintf(c.srcbuf[c.nsrc++],
-					 sizeof(c.srcbuf[0]), "%s.%u", pre, k);
+					 sizeof(c.srcbuf[0]), "%.11s.%u", pre, k);
 		}
 	}
 	(void)index;
