@@ -131,4 +131,33 @@ int fleet_keygen(const char *dir, char *err, size_t errlen);
 int fleet_token_sign(const char *keyfile, const struct fleet_claims *c,
 		     char *out, size_t cap, char *err, size_t errlen);
 
+/* ---- revocations (revoked.c) ---------------------------------------- */
+
+/*
+ * hub/revoked/{id} (retained): signed tokens of id issued before "before"
+ * (s since epoch) are void. One table per hubd worker, used by its
+ * service thread only.
+ */
+struct fleet_revoked;
+int fleet_revoked_new(struct fleet_revoked **out);
+void fleet_revoked_free(struct fleet_revoked *r); /* accepts NULL */
+/* Records (before > 0) or clears (before == 0) id's revocation; all = 1
+ * voids every token of id whatever its iat. */
+int fleet_revoked_set(struct fleet_revoked *r, const char *id, int64_t before,
+		      int all);
+/* 1 if a token of id issued at iat is void. */
+int fleet_revoked_voids(const struct fleet_revoked *r, const char *id,
+			int64_t iat);
+/* The revocation time of id, 0 when none. */
+int64_t fleet_revoked_before(const struct fleet_revoked *r, const char *id);
+size_t fleet_revoked_count(const struct fleet_revoked *r);
+/*
+ * The payload of hub/revoked/{id}: {"before":T[,"reason":R]} -> HUB_OK,
+ * *before = T, *all = 1 for R "disabled" or "deleted" (every token void),
+ * reason (if not NULL) the text or ""; an empty payload (the retained
+ * message cleared) -> HUB_OK with *before = 0; else HUB_ERR_INVAL.
+ */
+int fleet_revocation_parse(const void *payload, size_t len, int64_t *before,
+			   int *all, char *reason, size_t cap);
+
 #endif

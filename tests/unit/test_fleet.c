@@ -419,6 +419,73 @@ test_keys(void **st)
 	fleet_keys_free(NULL);
 }
 
+static void
+test_revoked(void **st)
+{
+	struct fleet_revoked *r = NULL;
+	char reason[16], id[16];
+	int64_t before;
+	int i, all;
+
+	(void)st;
+	assert_int_equal(fleet_revoked_new(&r), HUB_OK);
+	assert_int_equal(fleet_revoked_before(r, "d1"), 0);
+	assert_int_equal(fleet_revoked_set(r, "d1", 1700000000, 0), HUB_OK);
+	assert_int_equal(fleet_revoked_before(r, "d1"), 1700000000);
+	assert_int_equal(fleet_revoked_before(r, "d"), 0);
+	assert_int_equal(fleet_revoked_set(r, "d1", 1700000100, 0), HUB_OK);
+	assert_int_equal(fleet_revoked_before(r, "d1"), 1700000100);
+	/* rotated: older tokens void, the one issued at T is not */
+	assert_true(fleet_revoked_voids(r, "d1", 1700000099));
+	assert_false(fleet_revoked_voids(r, "d1", 1700000100));
+	assert_false(fleet_revoked_voids(r, "d2", 1));
+	/* disabled or deleted: every token, even one issued later */
+	assert_int_equal(fleet_revoked_set(r, "d1", 1700000100, 1), HUB_OK);
+	assert_true(fleet_revoked_voids(r, "d1", 1700000200));
+	assert_int_equal(fleet_revoked_set(r, "d1", 0, 0), HUB_OK);
+	assert_int_equal(fleet_revoked_before(r, "d1"), 0);
+	assert_int_equal(fleet_revoked_set(r, "a/b", 5, 0), HUB_ERR_INVAL);
+	/* growth keeps every entry */
+	for (i = 0; i < 2000; i++) {
+		snprintf(id, sizeof(id), "dev%d", i);
+		assert_int_equal(fleet_revoked_set(r, id, i + 1, 0), HUB_OK);
+	}
+	assert_int_equal(fleet_revoked_count(r), 2000);
+	for (i = 0; i < 2000; i += 97) {
+		snprintf(id, sizeof(id), "dev%d", i);
+		assert_int_equal(fleet_revoked_before(r, id), i + 1);
+	}
+	fleet_revoked_free(r);
+	fleet_revoked_free(NULL);
+
+	assert_int_equal(fleet_revocation_parse(
+			     "{\"before\":1700000000,\"reason\":\"disabled\"}",
+			     41, &before, &all, reason, sizeof(reason)),
+			 HUB_OK);
+	assert_int_equal(before, 1700000000);
+	assert_int_equal(all, 1);
+	assert_string_equal(reason, "disabled");
+	assert_int_equal(fleet_revocation_parse(
+			     "{\"before\":1700000000,\"reason\":\"rotated\"}",
+			     40, &before, &all, reason, sizeof(reason)),
+			 HUB_OK);
+	assert_int_equal(all, 0);
+	assert_int_equal(
+	    fleet_revocation_parse("", 0, &before, &all, reason, 16), HUB_OK);
+	assert_int_equal(before, 0);
+	assert_int_not_equal(fleet_revocation_parse("{\"before\":\"x\"}", 14,
+						    &before, &all, NULL, 0),
+			     HUB_OK);
+	assert_int_not_equal(fleet_revocation_parse("{\"before\":-5}", 13,
+						    &before, &all, NULL, 0),
+			     HUB_OK);
+	assert_int_not_equal(
+	    fleet_revocation_parse("[1]", 3, &before, &all, NULL, 0), HUB_OK);
+	assert_int_not_equal(fleet_revocation_parse("{\"before\":1.5}", 14,
+						    &before, &all, NULL, 0),
+			     HUB_OK);
+}
+
 static int
 setup(void **st)
 {
@@ -447,6 +514,7 @@ main(void)
 	    cmocka_unit_test(test_parse_rejects),
 	    cmocka_unit_test(test_claims_check),
 	    cmocka_unit_test(test_keys),
+	    cmocka_unit_test(test_revoked),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
