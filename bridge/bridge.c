@@ -438,10 +438,27 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 	char device[HUB_ID_MAX + 1];
 	const char *rel = NULL;
 	struct bridge_ev *e;
-	int is_session = 0;
+	int is_session = 0, kind;
 
 	if (topic_len > 0 && strlen(topic) != (size_t)topic_len)
 		goto consumed; /* a NUL inside the topic: not ours */
+	if (bridge__revoked_topic(b, topic, device, sizeof(device)) == HUB_OK) {
+		kind = BRIDGE_EV_REVOKED; /* an empty one clears: keep it */
+		goto queue;
+	}
+	if (bridge__group_topic(b, topic, device, sizeof(device), &rel) ==
+	    HUB_OK) {
+		/* live commands only: a retained or empty one is not one */
+		if (msg->retained || msg->payloadlen == 0)
+			goto consumed;
+		if (!proto_topic_valid(rel, strlen(rel)) ||
+		    (size_t)msg->payloadlen > b->max_cmd) {
+			atomic_fetch_add(&b->st_cmds_dropped, 1);
+			goto consumed;
+		}
+		kind = BRIDGE_EV_GROUPCMD;
+		goto queue;
+	}
 	if (proto_topic_down(b->prefix, topic, device, sizeof(device), &rel,
 			     &is_session) != HUB_OK)
 		goto consumed;
@@ -460,8 +477,12 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 		atomic_fetch_add(&b->st_cmds_dropped, 1);
 		goto consumed;
 	}
-	e = ev_new(is_session ? BRIDGE_EV_SESSION : BRIDGE_EV_CMD, device,
-		   is_session ? NULL : rel, msg->payload,
+	kind = is_session ? BRIDGE_EV_SESSION : BRIDGE_EV_CMD;
+queue:
+	e = ev_new(kind, device,
+		   kind == BRIDGE_EV_CMD || kind == BRIDGE_EV_GROUPCMD ? rel
+								       : NULL,
+		   msg->payload,
 		   msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0);
 	if (!e)
 		return 0;
@@ -473,7 +494,7 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 		wake_maybe(b);
 		return 0;
 	}
-	if (!is_session)
+	if (kind == BRIDGE_EV_CMD || kind == BRIDGE_EV_GROUPCMD)
 		atomic_fetch_add(&b->st_cmds_in, 1);
 	wake_maybe(b);
 consumed:
@@ -1017,6 +1038,11 @@ intake(struct bridge *b, struct bridge_list *l)
 			free(m);
 			continue;
 		}
+		if (m->kind == BRIDGE_GSUB || m->kind == BRIDGE_GUNSUB) {
+			bridge__groups_request(b, m->kind, m->device);
+			free(m);
+			continue;
+		}
 		if (!m->qos && b->link != BRIDGE_UP) {
 			drop_qos0(b, m, 1);
 			continue;
@@ -1248,6 +1274,11 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	pthread_cond_init(&b->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	b->mqtt_version = cfg->mqtt_version == 3 ? 3 : 5;
+	b->fleet = cfg->fleet;
+	if (cfg->group_prefix && cfg->fleet_prefix) {
+		b->group_prefix = dup_str(cfg->group_prefix);
+		b->fleet_prefix = dup_str(cfg->fleet_prefix);
+	}
 	b->max_pending = cfg->max_pending ? cfg->max_pending : 10000;
 	b->max_cmd = cfg->max_cmd ? cfg->max_cmd : (size_t)1 << 20;
 	b->window = cfg->window > 0 ? cfg->window : 1000;
@@ -1417,6 +1448,8 @@ bridge_submit(struct bridge *b, struct bridge_msg *m)
 	case BRIDGE_ANNOUNCE:
 	case BRIDGE_SUB:
 	case BRIDGE_UNSUB:
+	case BRIDGE_GSUB:
+	case BRIDGE_GUNSUB:
 		if (!proto_id_valid(m->device, strlen(m->device)))
 			return HUB_ERR_INVAL;
 		m->qos = 1;
@@ -1457,7 +1490,8 @@ bridge_submit(struct bridge *b, struct bridge_msg *m)
 		return HUB_ERR_FULL;
 	}
 	m->state = 0;
-	reliable = m->qos && m->kind != BRIDGE_SUB && m->kind != BRIDGE_UNSUB;
+	reliable = m->qos && m->kind != BRIDGE_SUB && m->kind != BRIDGE_UNSUB &&
+		   m->kind != BRIDGE_GSUB && m->kind != BRIDGE_GUNSUB;
 	if (reliable) /* before the push: its PUBACK may come first */
 		atomic_fetch_add(&b->st_pending, 1);
 	pthread_mutex_lock(&b->lock);
@@ -1578,6 +1612,8 @@ bridge_free(struct bridge *b)
 	free(b->hub_id);
 	free(b->client_id);
 	free(b->prefix);
+	free(b->group_prefix);
+	free(b->fleet_prefix);
 	free(b->node_topic);
 	free(b);
 }

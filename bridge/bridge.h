@@ -51,6 +51,9 @@ struct bridge_config {
 	size_t max_pending; /* device QoS 1 messages awaiting PUBACK */
 	int window;	    /* messages handed to Paho at once */
 	size_t max_cmd;	    /* commands larger are dropped (0: 1 MiB) */
+	int fleet;	    /* 1: subscribe hub/revoked/+ (hubd --token-key) */
+	const char *group_prefix; /* "groups": group commands; NULL: none */
+	const char *fleet_prefix; /* "fleet": fleet commands; NULL: none */
 };
 
 enum bridge_kind {
@@ -61,6 +64,8 @@ enum bridge_kind {
 	BRIDGE_ANNOUNCE, /* hub/sessions/{device} <- payload */
 	BRIDGE_CLEAR,	 /* empty retained publish to prefix/device/topic */
 	BRIDGE_RAW,	 /* publish to an absolute topic (hubctl-like uses) */
+	BRIDGE_GSUB,	 /* start routing group commands: device = group */
+	BRIDGE_GUNSUB,	 /* stop routing them */
 };
 
 /*
@@ -98,6 +103,9 @@ enum bridge_ev_kind {
 	BRIDGE_EV_CMD,	   /* command for device: topic "cmd/...", payload */
 	BRIDGE_EV_SESSION, /* hub/sessions/{device}: payload from announcer */
 	BRIDGE_EV_LINK,	   /* broker link changed: up = 1/0 */
+	BRIDGE_EV_REVOKED, /* hub/revoked/{device}: payload (empty: cleared) */
+	BRIDGE_EV_GROUPCMD, /* group command: device = group ("" = fleet),
+			       topic "cmd/...", payload */
 	BRIDGE_EV_NACK,	   /* broker refused device msg (sess, msg_id):
 			      PUBACK reason >= 0x80 (e.g. ACL); the device
 			      gets err broker_unavailable, no resend */

@@ -97,6 +97,10 @@ struct bridge_subs {
 	int batch_kind;		       /* BRIDGE_SUB or BRIDGE_UNSUB */
 	char (*batch)[HUB_ID_MAX + 1]; /* kind: or BRIDGE__SUB_SESS */
 	size_t batch_n, batch_cap;
+	/* groups with a member held by this worker (the service thread
+	 * reference-counts them and sends GSUB/GUNSUB on 0 <-> 1) */
+	char (*groups)[HUB_ID_MAX + 1];
+	size_t ngroups, groups_cap;
 };
 
 enum bridge_link { BRIDGE_DOWN, BRIDGE_CONNECTING, BRIDGE_UP };
@@ -116,6 +120,8 @@ struct bridge {
 	int nuris;
 	char *node_topic; /* hub/nodes/{hub_id}/status, or NULL */
 	int mqtt_version;
+	int fleet; /* bridge_config.fleet */
+	char *group_prefix, *fleet_prefix; /* NULL: no group commands */
 	size_t max_pending;
 	size_t max_cmd;
 	int window;
@@ -187,6 +193,18 @@ void bridge__subs_resubscribe(struct bridge *b);
 /* The broker acked this worker's session announcement for device: now
  * subscribe to hub/sessions/<device> (bridge thread). */
 void bridge__subs_announced(struct bridge *b, const char *device);
+/* GSUB / GUNSUB of one group: subscribes or unsubscribes its topic. */
+void bridge__groups_request(struct bridge *b, int kind, const char *group);
+/*
+ * "<group_prefix>/<g>/cmd/..." -> HUB_OK, group g, *rel "cmd/...";
+ * "<fleet_prefix>/cmd/..." -> HUB_OK, group "", *rel; else
+ * HUB_ERR_NOTFOUND.
+ */
+int bridge__group_topic(const struct bridge *b, const char *topic,
+			char *group, size_t cap, const char **rel);
+/* hub/revoked/<id>: HUB_OK and the id, else HUB_ERR_NOTFOUND. */
+int bridge__revoked_topic(const struct bridge *b, const char *topic,
+			  char *device, size_t cap);
 size_t bridge__subs_count(const struct bridge_subs *s);
 int bridge__subs_has(const struct bridge_subs *s, const char *device);
 

@@ -25,6 +25,7 @@
  */
 #include "bridge_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,7 @@ bridge__subs_free(struct bridge_subs *s)
 	}
 	free(s->buckets);
 	free(s->batch);
+	free(s->groups);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -150,6 +152,138 @@ set_del(struct bridge_subs *s, const char *device)
 	}
 	return 0;
 }
+
+/* ---- hub/revoked/+ (signed fleet tokens) ------------------------------
+ * One subscription per worker, after every connect: the retained
+ * revocations arrive at once, later ones live. */
+#define REVOKED_PREFIX "hub/revoked/"
+
+int
+bridge__revoked_topic(const struct bridge *b, const char *topic, char *device,
+		      size_t cap)
+{
+	size_t n = sizeof(REVOKED_PREFIX) - 1, len;
+
+	if (!b->fleet || strncmp(topic, REVOKED_PREFIX, n))
+		return HUB_ERR_NOTFOUND;
+	len = strlen(topic + n);
+	if (len >= cap || !proto_id_valid(topic + n, len))
+		return HUB_ERR_NOTFOUND;
+	memcpy(device, topic + n, len + 1);
+	return HUB_OK;
+}
+
+static void
+subscribe_revoked(struct bridge *b)
+{
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+
+	/* a failure is repaired by the resubscription after a reconnect */
+	MQTTAsync_subscribe(b->cli, REVOKED_PREFIX "+", 1, &ro);
+}
+
+/* ---- group and fleet commands -----------------------------------------
+ * "<fleet_prefix>/cmd/#" once per worker, "<group_prefix>/<g>/cmd/#" per
+ * group the service thread asks for (it counts members, so a group is
+ * subscribed while at least one of its devices is held here). */
+
+int
+bridge__group_topic(const struct bridge *b, const char *topic, char *group,
+		    size_t cap, const char **rel)
+{
+	size_t n, gl;
+	const char *g, *slash;
+
+	if (!b->group_prefix)
+		return HUB_ERR_NOTFOUND;
+	n = strlen(b->fleet_prefix);
+	if (!strncmp(topic, b->fleet_prefix, n) && !strncmp(topic + n, "/cmd/", 5)) {
+		group[0] = '\0';
+		*rel = topic + n + 1;
+		return HUB_OK;
+	}
+	n = strlen(b->group_prefix);
+	if (strncmp(topic, b->group_prefix, n) || topic[n] != '/')
+		return HUB_ERR_NOTFOUND;
+	g = topic + n + 1;
+	slash = strchr(g, '/');
+	if (!slash || strncmp(slash, "/cmd/", 5))
+		return HUB_ERR_NOTFOUND;
+	gl = (size_t)(slash - g);
+	if (gl >= cap || !proto_id_valid(g, gl))
+		return HUB_ERR_NOTFOUND;
+	memcpy(group, g, gl);
+	group[gl] = '\0';
+	*rel = slash + 1;
+	return HUB_OK;
+}
+
+static void
+group_sub(struct bridge *b, int on, const char *group)
+{
+	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+	char topic[BRIDGE_PREFIX_MAX + HUB_ID_MAX + 16];
+
+	if (group)
+		snprintf(topic, sizeof(topic), "%s/%s/cmd/#", b->group_prefix,
+			 group);
+	else
+		snprintf(topic, sizeof(topic), "%s/cmd/#", b->fleet_prefix);
+	if (b->link != BRIDGE_UP)
+		return; /* the resubscription after the connect does it */
+	if (on)
+		MQTTAsync_subscribe(b->cli, topic, 1, &ro);
+	else
+		MQTTAsync_unsubscribe(b->cli, topic, &ro);
+}
+
+static void
+subscribe_groups(struct bridge *b)
+{
+	size_t i;
+
+	if (!b->group_prefix)
+		return;
+	group_sub(b, 1, NULL);
+	for (i = 0; i < b->subs.ngroups; i++)
+		group_sub(b, 1, b->subs.groups[i]);
+}
+
+void
+bridge__groups_request(struct bridge *b, int kind, const char *group)
+{
+	struct bridge_subs *s = &b->subs;
+	size_t i;
+
+	if (!b->group_prefix)
+		return;
+	for (i = 0; i < s->ngroups && strcmp(s->groups[i], group); i++)
+		;
+	if (kind == BRIDGE_GSUB) {
+		if (i < s->ngroups)
+			return;
+		if (s->ngroups == s->groups_cap) {
+			size_t cap = s->groups_cap ? s->groups_cap * 2 : 16;
+			void *p = realloc(s->groups, cap * sizeof(*s->groups));
+
+			if (!p)
+				return; /* that group's commands miss this worker */
+			s->groups = p;
+			s->groups_cap = cap;
+		}
+		snprintf(s->groups[s->ngroups++], sizeof(s->groups[0]), "%s",
+			 group);
+		group_sub(b, 1, group);
+	} else if (i < s->ngroups) {
+		group_sub(b, 0, group);
+		s->ngroups--;
+		if (i < s->ngroups)
+			memcpy(s->groups[i], s->groups[s->ngroups],
+			       sizeof(s->groups[0]));
+	}
+}
+
+/* One SUBSCRIBE or UNSUBSCRIBE for ids[0..n) (2 topics each). */
 
 static struct bridge_subs_node *
 node_of(const struct bridge_subs *s, const char *device)
@@ -305,6 +439,9 @@ bridge__subs_resubscribe(struct bridge *b)
 	size_t i, k = 0, per = BRIDGE_SUB_BATCH / 2;
 
 	s->batch_n = 0; /* covered by the full set */
+	if (b->fleet)
+		subscribe_revoked(b);
+	subscribe_groups(b);
 	if (!s->n)
 		return;
 	ids = malloc(per * sizeof(*ids));

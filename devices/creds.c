@@ -33,9 +33,10 @@ struct cred {
 	uint64_t fp;
 	unsigned char salt[REGISTRY__SALT_LEN];
 	unsigned char digest[REGISTRY__DIGEST_LEN];
-	uint32_t id_off;
+	uint32_t id_off; /* the id, then its groups ("a,b"), in ids[] */
 	uint8_t id_len;
 	uint8_t flags;
+	uint16_t grp_len;
 };
 
 struct registry_creds {
@@ -155,14 +156,19 @@ registry_creds_load(struct registry *reg, struct registry_creds **out)
 		size_t idlen = (size_t)sqlite3_column_bytes(s, 0);
 		const char *h = (const char *)sqlite3_column_text(s, 1);
 		size_t hlen = (size_t)sqlite3_column_bytes(s, 1);
+		const char *g = (const char *)sqlite3_column_text(s, 3);
+		size_t glen = g ? (size_t)sqlite3_column_bytes(s, 3) : 0;
 		struct cred *e;
 
 		/* Ids are validated on insert; a hand-edited row is skipped. */
 		if (!id || !proto_id_valid(id, idlen))
 			continue;
-		if (c->n >= UINT32_MAX - 1 || alen + idlen > UINT32_MAX ||
+		if (glen > REGISTRY_CREDS_GROUPS_MAX)
+			glen = 0; /* more groups than a session carries */
+		if (c->n >= UINT32_MAX - 1 ||
+		    alen + idlen + glen > UINT32_MAX ||
 		    grow((void **)&c->e, &ecap, c->n + 1, sizeof(*c->e)) ||
-		    grow((void **)&c->ids, &acap, alen + idlen, 1)) {
+		    grow((void **)&c->ids, &acap, alen + idlen + glen, 1)) {
 			err = registry__fail(reg, HUB_ERR_NOMEM);
 			goto out;
 		}
@@ -172,6 +178,10 @@ registry_creds_load(struct registry *reg, struct registry_creds **out)
 		e->id_off = (uint32_t)alen;
 		e->id_len = (uint8_t)idlen;
 		alen += idlen;
+		if (glen)
+			memcpy(c->ids + alen, g, glen);
+		e->grp_len = (uint16_t)glen;
+		alen += glen;
 		if (registry__hash_parse(h, h ? hlen : 0, e->salt, e->digest))
 			e->flags |= CRED_BADHASH;
 		if (sqlite3_column_int(s, 2))
@@ -203,6 +213,16 @@ out:
 	registry__reset(s);
 	registry_creds_free(c);
 	return err;
+}
+
+const char *
+registry_creds_groups(const struct registry_creds *c, const char *id,
+		      size_t *len)
+{
+	const struct cred *e = find(c, id);
+
+	*len = e ? e->grp_len : 0;
+	return e && e->grp_len ? c->ids + e->id_off + e->id_len : NULL;
 }
 
 void

@@ -57,6 +57,19 @@ static const char *const stmt_sql[ST__COUNT] = {
 			" presence_seq = MAX(presence_seq + 1, ?2),"
 			" last_seen = MAX(last_seen, ?2)"
 			" WHERE id = ?1 RETURNING presence_seq",
+    /* a signed fleet token's first session here: a local row whose
+     * token hash never verifies ("signed" is not "v1$salt$hash") */
+    [ST_DEV_ENSURE] = "INSERT OR IGNORE INTO devices(id, name, token_hash,"
+		      " disabled, created) VALUES (?1, '', 'signed', 0, ?2)",
+    [ST_DEV_EXISTS] = "SELECT 1 FROM devices WHERE id = ?1",
+    [ST_GRP_ADD] = "INSERT OR IGNORE INTO device_groups(grp, device)"
+		   " VALUES (?1, ?2)",
+    [ST_GRP_REMOVE] = "DELETE FROM device_groups WHERE grp = ?1"
+		      " AND device = ?2",
+    [ST_GRP_LIST] = "SELECT grp, count(*) FROM device_groups GROUP BY grp"
+		    " ORDER BY grp",
+    [ST_GRP_OF_DEVICE] = "SELECT grp FROM device_groups WHERE device = ?1"
+			 " ORDER BY grp",
     [ST_SES_INSERT] = "INSERT INTO sessions(session, device, hub, worker,"
 		      " addr, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SES_CLOSE] = "UPDATE sessions SET ended = ?2, reason = ?3"
@@ -80,7 +93,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_EV_ALL] = EVENT_SELECT "ORDER BY seq DESC LIMIT ?1",
     [ST_EV_DEVICE] =
 	EVENT_SELECT "WHERE device = ?1 ORDER BY seq DESC LIMIT ?2",
-    [ST_CREDS_ALL] = "SELECT id, token_hash, disabled FROM devices",
+    [ST_CREDS_ALL] = "SELECT d.id, d.token_hash, d.disabled,"
+		     " (SELECT group_concat(grp, ',') FROM (SELECT grp FROM"
+		     " device_groups g WHERE g.device = d.id ORDER BY grp))"
+		     " FROM devices d",
 };
 
 int

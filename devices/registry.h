@@ -88,6 +88,30 @@ int registry_device_delete(struct registry *reg, const char *id);
 /* New token for the device; the old one stops working. */
 int registry_device_rotate(struct registry *reg, const char *id, char *token);
 
+/* ---- groups (groups.c) ---------------------------------------------- */
+
+#define REGISTRY_GROUP_MAX 64 /* group names: [A-Za-z0-9_-]{1,64} */
+
+/*
+ * Adds ids[0..n) to group (already members stay), all or nothing:
+ * HUB_ERR_INVAL for a bad group name or id, HUB_ERR_NOTFOUND for an id the
+ * registry does not know (*bad = its index). A change reloads the hubs'
+ * credential snapshots; live sessions keep the groups they started with.
+ */
+int registry_group_add(struct registry *reg, const char *group,
+		       const char *const *ids, size_t n, size_t *bad);
+/* Removes ids[0..n) from group (non-members are ignored); *removed counts. */
+int registry_group_remove(struct registry *reg, const char *group,
+			  const char *const *ids, size_t n, size_t *removed);
+/* Every group with its member count, by name. */
+int registry_group_list(struct registry *reg,
+			void (*cb)(void *arg, const char *group, int64_t n),
+			void *arg);
+/* The groups of one device, by name. */
+int registry_device_groups(struct registry *reg, const char *id,
+			   void (*cb)(void *arg, const char *group),
+			   void *arg);
+
 /* ---- events -------------------------------------------------------- */
 
 enum registry_kind {
@@ -128,6 +152,9 @@ struct registry_session {
 	int worker;
 	char addr[REGISTRY_ADDR_MAX];
 	int64_t ts; /* ms since epoch */
+	/* 1: a device with a signed fleet token, maybe unknown here: create
+	 * its row first (no opaque token; events and hubctl work) */
+	int create_device;
 };
 
 /*
@@ -213,6 +240,13 @@ void registry_creds_free(struct registry_creds *c);
 int registry_creds_refresh(struct registry *reg, int64_t *data_version,
 			   int64_t *devices_rev, struct registry_creds **out);
 size_t registry_creds_count(const struct registry_creds *c);
+/*
+ * The groups of a device as "a,b" (not NUL-terminated, *len bytes), or
+ * NULL (*len 0) for none or an unknown id. Points into the snapshot. Pure.
+ */
+#define REGISTRY_CREDS_GROUPS_MAX 1024
+const char *registry_creds_groups(const struct registry_creds *c,
+				  const char *id, size_t *len);
 
 /*
  * Checks a presented token for device id against the snapshot:

@@ -124,6 +124,15 @@ registry_session_open(struct registry *reg, const struct registry_session *ss,
 	err = registry__op_begin(reg, &op);
 	if (err != HUB_OK)
 		goto out;
+	if (ss->create_device) {
+		s = registry__stmt(reg, ST_DEV_ENSURE);
+		sqlite3_bind_text(s, 1, ss->device, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, ss->ts);
+		err = registry__step_done(reg, s);
+		registry__reset(s);
+		if (err != HUB_OK)
+			goto out;
+	}
 	s = registry__stmt(reg, ST_SES_INSERT);
 	sqlite3_bind_text(s, 1, ss->session, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, ss->device, -1, SQLITE_STATIC);

@@ -5,6 +5,7 @@
 #include "hub_err.h"
 #include "hub_util.h"
 #include "proto.h"
+#include "fleet.h"
 
 #include <ini.h>
 
@@ -52,6 +53,8 @@ static const struct opt opts[] = {
      "FILE CA for device client certificates"},
     {"ticket-key", OPT_STR, S(ticket_key), 0, 0,
      "FILE TLS session-ticket secret shared by hubs (random per start)"},
+    {"token-key", OPT_STR, S(token_key), 0, 0,
+     "FILE[,FILE] public key(s) of signed fleet tokens (none)"},
     {"db", OPT_STR, S(db), 0, 0, "FILE registry (var/registry.db)"},
     {"broker", OPT_STR, S(broker), 0, 0,
      "URI MQTT broker (tcp://127.0.0.1:1883)"},
@@ -64,6 +67,10 @@ static const struct opt opts[] = {
     {"max-conns", OPT_INT, I(max_conns), 1, 10000000,
      "N devices per hub (100000)"},
     {"prefix", OPT_STR, S(prefix), 0, 0, "TOPIC MQTT topic prefix (devices)"},
+    {"group-prefix", OPT_STR, S(group_prefix), 0, 0,
+     "TOPIC group commands: TOPIC/G/cmd/# (groups)"},
+    {"fleet-prefix", OPT_STR, S(fleet_prefix), 0, 0,
+     "TOPIC fleet commands: TOPIC/cmd/# (fleet)"},
     {"http", OPT_ADDR, S(http_host), 0, 0,
      "HOST:PORT metrics/health (127.0.0.1:9100)"},
     {"heartbeat", OPT_INT, I(heartbeat), 1, 3600, "SECS ping interval (30)"},
@@ -129,6 +136,8 @@ defaults(struct conf *c)
 	c->hub_id[sizeof(c->hub_id) - 1] = '\0';
 	c->max_conns = 100000;
 	snprintf(c->prefix, sizeof(c->prefix), "devices");
+	snprintf(c->group_prefix, sizeof(c->group_prefix), "groups");
+	snprintf(c->fleet_prefix, sizeof(c->fleet_prefix), "fleet");
 	snprintf(c->http_host, sizeof(c->http_host), "127.0.0.1");
 	c->http_port = 9100;
 	c->heartbeat = 30;
@@ -467,6 +476,25 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 			 "--prefix must be a plain topic outside the hub's "
 			 "own hub/, groups/ and fleet/");
 		return HUB_ERR_INVAL;
+	}
+	if (!proto_topic_valid(c->group_prefix, strlen(c->group_prefix)) ||
+	    !proto_topic_valid(c->fleet_prefix, strlen(c->fleet_prefix)) ||
+	    !strcmp(c->group_prefix, c->fleet_prefix)) {
+		snprintf(err, errlen,
+			 "--group-prefix and --fleet-prefix must be two "
+			 "different plain topics");
+		return HUB_ERR_INVAL;
+	}
+	if (c->token_key[0]) {
+		/* refuse a bad key at start, not at the first device */
+		struct fleet_keys *k = NULL;
+		char why[256];
+
+		if (fleet_keys_load(c->token_key, &k, why, sizeof(why))) {
+			snprintf(err, errlen, "--token-key: %s", why);
+			return HUB_ERR_INVAL;
+		}
+		fleet_keys_free(k);
 	}
 	if (!c->no_tls)
 		return load_ticket_secret(c, err, errlen);

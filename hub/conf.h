@@ -21,6 +21,8 @@ struct conf {
 	 * file's bytes, or 32 random bytes drawn by conf_load() in the
 	 * supervisor, so every worker (forked later) derives the same keys */
 	char ticket_key[512];
+	/* --token-key FILE[,FILE]: public keys of signed fleet tokens */
+	char token_key[1024];
 	unsigned char ticket_secret[1024];
 	size_t ticket_secret_len;
 	char db[512];
@@ -30,6 +32,7 @@ struct conf {
 	int workers; /* 0: derived from max_conns and cores */
 	int max_conns;
 	char prefix[64];
+	char group_prefix[64], fleet_prefix[64]; /* group/fleet commands */
 	char http_host[128];
 	int http_port;
 	int heartbeat, idle_timeout;

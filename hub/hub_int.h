@@ -38,6 +38,9 @@ struct outf {
 	unsigned char buf[]; /* LWS_PRE + len */
 };
 
+/* A session's groups as "a,b"; a longer list is cut at a comma. */
+#define HUB_SESS_GROUPS_MAX 128
+
 struct cmd_pending {
 	struct cmd_pending *next;
 	uint32_t id;
@@ -58,6 +61,9 @@ struct sess {
 	char addr[REGISTRY_ADDR_MAX];
 	int64_t started_ms;
 	uint64_t fingerprint; /* credential at auth time */
+	int64_t token_iat;    /* signed fleet token's iat (fleet_auth.c) */
+	char groups[HUB_SESS_GROUPS_MAX]; /* groups.c; "" = none */
+	int groups_joined;		  /* counted in worker->grps */
 	struct uplimit up;    /* --rate, --rate-bytes */
 	uint32_t inflight;    /* QoS 1 uplinks awaiting PUBACK */
 	uint32_t next_cmd_id;
@@ -90,6 +96,8 @@ struct pending_auth {
 	char device[HUB_ID_MAX + 1];
 	char addr[REGISTRY_ADDR_MAX];
 	uint64_t fingerprint;
+	int64_t token_iat; /* signed fleet token's iat; 0: opaque or cert */
+	char groups[HUB_SESS_GROUPS_MAX]; /* "a,b": groups.c */
 };
 
 struct worker {
@@ -109,6 +117,13 @@ struct worker {
 	size_t nproxies;
 	struct uplimit_conf upconf;
 	struct pending_auth pending;
+	/* fleet_auth.c: --token-key and the hub/revoked/{id} table; NULL
+	 * without --token-key */
+	struct fleet_keys *fleet_keys;
+	struct fleet_revoked *revoked;
+	/* groups.c: the groups of the sessions held here, with counts */
+	struct hub_grp *grps;
+	size_t ngrps, grps_cap;
 	/* session-ticket keys (tls.h); NULL with --no-tls */
 	struct hub_tls *tls;
 
@@ -137,7 +152,48 @@ struct worker {
 	pthread_mutex_t ctx_lock;
 };
 
+/* fleet_auth.c: signed fleet tokens and their revocations */
+struct fleet_keys;
+struct fleet_revoked;
+/* Loads --token-key (if set) for this worker. HUB_OK or an error in err. */
+int hub__fleet_init(struct worker *w, char *err, size_t errlen);
+void hub__fleet_free(struct worker *w);
+/*
+ * The auth hook: a token the registry did not accept may be a signed
+ * fleet token for id. HUB_OK with *iat set (the session records it),
+ * HUB_ERR_DISABLED (the local registry has the device disabled), or
+ * HUB_ERR_AUTH (not signed, no --token-key, bad, expired or revoked).
+ */
+int hub__fleet_auth(struct worker *w, const char *id, const char *tok,
+		    size_t len, int64_t *iat);
+/*
+ * A hub/revoked/{id} message from the bridge: records it; 1 if it revokes
+ * (0: cleared or malformed). Then a signed session of that device that
+ * hub__fleet_session_void() names must close with *code (1008, or 4003
+ * when the reason is "disabled").
+ */
+int hub__fleet_revoked(struct worker *w, const struct bridge_ev *e, int *code);
+int hub__fleet_session_void(struct worker *w, const char *id, int64_t iat);
+
+/* groups.c: group and fleet commands (groups/{g}/cmd/#, fleet/cmd/#) */
+struct hub_grp {
+	char name[HUB_ID_MAX + 1];
+	int n; /* live sessions of this worker in the group */
+};
+/* The groups of the device being authenticated into w->pending.groups:
+ * a signed token's claim (fleet_auth.c sets it), else the registry's. */
+void hub__groups_pending(struct worker *w, const char *id);
+void hub__groups_set(char *out, const char (*groups)[65], int n);
+/* Session start / end: count its groups; GSUB / GUNSUB on 0 <-> 1. */
+void hub__groups_join(struct worker *w, struct sess *s);
+void hub__groups_leave(struct worker *w, struct sess *s);
+void hub__groups_free(struct worker *w);
+/* A group (e->device) or fleet ("") command: to every live member. */
+void hub__group_cmd(struct worker *w, const struct bridge_ev *e);
+
 /* session.c */
+/* Queues a frame to a live session (sess_send): 0 or -1. */
+int hub__sess_send(struct sess *s, const void *data, size_t len, int binary);
 int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 void *user, void *in, size_t len);
 /* Handles bridge events and new credentials: EVENT_WAIT_CANCELLED. */

@@ -511,6 +511,9 @@ on_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	}
 	rc = rc ? HUB_ERR_AUTH
 		: registry_creds_check(w->creds, id, token, toklen);
+	if (rc == HUB_ERR_AUTH) /* maybe a signed fleet token */
+		rc = hub__fleet_auth(w, id, token, toklen,
+				     &w->pending.token_iat);
 checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
@@ -535,6 +538,7 @@ checked:
 	snprintf(w->pending.addr, sizeof(w->pending.addr), "%s", addr);
 	w->pending.fingerprint =
 	    registry_creds_fingerprint(w->creds, id, &disabled);
+	hub__groups_pending(w, id);
 	return 0;
 }
 
@@ -566,6 +570,12 @@ pending_leave(struct lws *wsi)
 {
 	pendlimit_leave(lws_get_opaque_user_data(wsi));
 	lws_set_opaque_user_data(wsi, NULL);
+}
+
+int
+hub__sess_send(struct sess *s, const void *data, size_t len, int binary)
+{
+	return sess_send(s, data, len, binary);
 }
 
 /* ---- session life ---------------------------------------------------- */
@@ -627,6 +637,7 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	memset(&it, 0, sizeof(it));
 	it.kind = WRITER_OPEN;
 	it.publish = 1;
+	it.create_device = s->token_iat != 0;
 	it.sess = s->handle;
 	it.ts = s->started_ms;
 	memcpy(it.device, s->device, sizeof(it.device));
@@ -635,6 +646,7 @@ on_established(struct worker *w, struct sess *s, struct lws *wsi)
 	/* the announcement first: it is what closes an older session
 	 * elsewhere, and may travel while the registry commits */
 	announce(w, s);
+	hub__groups_join(w, s);
 	if (writer_submit(w->writer, &it)) {
 		hub_log(HUB_LOG_ERR, "HUB-REG-FULL", "session row of %s lost",
 			s->device);
@@ -684,6 +696,7 @@ on_closed(struct worker *w, struct sess *s)
 	struct writer_item it;
 	const char *reason;
 
+	hub__groups_leave(w, s);
 	if (s->state == SESS_NEW) {
 		free_queues(s);
 		return;
@@ -1133,7 +1146,9 @@ revalidate(struct worker *w)
 
 			if (s->state != SESS_LIVE)
 				continue;
-			if (fp != s->fingerprint) {
+			/* a signed token is not the registry's credential:
+			 * revocations come as hub/revoked/{id} */
+			if (fp != s->fingerprint && !s->token_iat) {
 				hub_log(HUB_LOG_INFO, "HUB-AUTH-REVOKED",
 					"device=%s", s->device);
 				sess_close(s, 1008, "disabled");
@@ -1143,6 +1158,22 @@ revalidate(struct worker *w)
 				sess_close(s, 4003, "disabled");
 			}
 		}
+	}
+}
+
+/* hub/revoked/{id}: a signed session whose token is older closes. */
+static void
+on_revoked_ev(struct worker *w, const struct bridge_ev *e)
+{
+	int code;
+	struct sess *s =
+	    hub__fleet_revoked(w, e, &code) ? map_find(w, e->device) : NULL;
+
+	if (s && s->state == SESS_LIVE && s->token_iat &&
+	    hub__fleet_session_void(w, s->device, s->token_iat)) {
+		hub_log(HUB_LOG_INFO, "HUB-AUTH-REVOKED", "device=%s signed",
+			s->device);
+		sess_close(s, code, "disabled");
 	}
 }
 
@@ -1222,6 +1253,12 @@ hub__service_wake(struct worker *w)
 			break;
 		case BRIDGE_EV_SESSION:
 			on_session_ev(w, e);
+			break;
+		case BRIDGE_EV_REVOKED:
+			on_revoked_ev(w, e);
+			break;
+		case BRIDGE_EV_GROUPCMD:
+			hub__group_cmd(w, e);
 			break;
 		case BRIDGE_EV_LINK:
 			if (e->up)
@@ -1347,6 +1384,8 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		memcpy(s->device, w->pending.device, sizeof(s->device));
 		memcpy(s->addr, w->pending.addr, sizeof(s->addr));
 		s->fingerprint = w->pending.fingerprint;
+		s->token_iat = w->pending.token_iat;
+		memcpy(s->groups, w->pending.groups, sizeof(s->groups));
 		w->pending.wsi = NULL;
 		return 0;
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:

@@ -302,6 +302,10 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
 		goto out;
 	}
+	if (hub__fleet_init(&w, err, sizeof(err))) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "%s", err);
+		goto out;
+	}
 
 	memset(&bc, 0, sizeof(bc));
 	bc.broker = c->broker;
@@ -313,6 +317,9 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	bc.client_id = client_id;
 	bc.prefix = c->prefix;
 	bc.node_status = index == 0;
+	bc.fleet = c->token_key[0] != '\0';
+	bc.group_prefix = c->group_prefix;
+	bc.fleet_prefix = c->fleet_prefix;
 	bc.max_pending = c->bridge_buffer / (size_t)nworkers + 1;
 	bc.window = 1000;
 	bc.max_cmd = SESS_OUTQ_BYTES / 2; /* what a session's queue can take */
@@ -441,6 +448,8 @@ out:
 	writer_free(w.writer);
 	bridge_free(w.bridge);
 	registry_creds_free(w.creds);
+	hub__fleet_free(&w);
+	hub__groups_free(&w);
 	pendlimit_free(w.pending_per_addr);
 	hub__map_free(&w);
 	metrics_set(w.m, M_REGISTRY_OPEN, 0);

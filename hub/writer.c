@@ -221,6 +221,7 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 					 it->addr);
 				s.worker = w->cfg.worker;
 				s.ts = it->ts;
+				s.create_device = it->create_device;
 				rc = registry_session_open(w->reg, &s,
 							   &w->seq[i]);
 				break;

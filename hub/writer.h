@@ -37,7 +37,8 @@ enum writer_kind {
 struct writer_item {
 	struct writer_item *next; /* writer_take_opened's list */
 	enum writer_kind kind;
-	int publish;   /* publish the retained status (0: replaced) */
+	int publish;	   /* publish the retained status (0: replaced) */
+	int create_device; /* WRITER_OPEN of a signed-token session */
 	uint64_t sess; /* the service thread's session handle, echoed back */
 	int64_t ts;
 	char device[HUB_ID_MAX + 1];

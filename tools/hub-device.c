@@ -57,7 +57,8 @@ enum {
 };
 
 struct opts {
-	char url[512], id[HUB_ID_MAX + 1], token[256], topic[257];
+	char url[512], id[HUB_ID_MAX + 1], token[PROTO_TOKEN_MAX + 1];
+	char topic[257];
 	char payload[4096], ca[512], servername[256], cert[512], key[512];
 	int insecure, qos, quiet, verbose, no_reconnect, query_token;
 	long count, interval_ms, exit_after, idle_s;
@@ -83,7 +84,7 @@ struct dev {
 	struct opts o;
 	struct lws_context *ctx;
 	struct lws *wsi;
-	char host[256], path[700];
+	char host[256], path[HUB_ID_MAX + PROTO_TOKEN_MAX + 32];
 	int port, tls;
 	lws_sorted_usec_list_t sul_pub, sul_conn, sul_watch, sul_retry;
 	unsigned attempt;
@@ -626,7 +627,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
 		unsigned char **p = in, *end = *p + len;
-		char v[300];
+		char v[PROTO_TOKEN_MAX + 16]; /* signed tokens too */
 		int n;
 
 		if (d->o.query_token || !d->o.token[0])

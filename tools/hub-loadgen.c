@@ -71,6 +71,7 @@ struct lg_stats {
 	uint64_t t_all_up;   /* monotonic µs: every device of it first up */
 	uint64_t t_storm;    /* monotonic µs of the storm */
 	uint64_t t_all_back; /* monotonic µs: every stormed device back */
+	uint64_t t_first_rx, t_last_rx; /* monotonic µs: downlink msg frames */
 	int done;
 };
 
@@ -372,8 +373,16 @@ on_text(struct child *c, struct lg_dev *d, struct lws *wsi, const char *in,
 					   __ATOMIC_RELAXED);
 			__atomic_add_fetch(&c->st->err, 1, __ATOMIC_RELAXED);
 		} else if (!strcmp(op->valuestring, "msg")) {
+			uint64_t t = hub_clock_mono_us();
+
 			__atomic_add_fetch(&c->st->received, 1,
 					   __ATOMIC_RELAXED);
+			/* fan-out timing (one writer per stats block) */
+			if (!c->st->t_first_rx)
+				__atomic_store_n(&c->st->t_first_rx, t,
+						 __ATOMIC_RELAXED);
+			__atomic_store_n(&c->st->t_last_rx, t,
+					 __ATOMIC_RELAXED);
 			id = cJSON_GetObjectItemCaseSensitive(j, "id");
 			/* acked from WRITEABLE, in order; past
 			 * LG_ACKS_MAX waiting the hub resends anyway */
@@ -977,6 +986,17 @@ sum_stats(struct lg_stats *all, const struct lg_stats *st, long procs)
 		for (i = 0; i < LG_HBUCKETS; i++)
 			ADD(hs[i]);
 #undef ADD
+		{
+			uint64_t f = __atomic_load_n(&s->t_first_rx,
+						     __ATOMIC_RELAXED),
+				 l = __atomic_load_n(&s->t_last_rx,
+						     __ATOMIC_RELAXED);
+
+			if (f && (!all->t_first_rx || f < all->t_first_rx))
+				all->t_first_rx = f;
+			if (l > all->t_last_rx)
+				all->t_last_rx = l;
+		}
 		for (i = 0; i < LG_REASONS; i++) {
 			if (!s->reason[i][0])
 				continue;
@@ -1075,6 +1095,11 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 			cJSON_AddNumberToObject(x, err_names[i],
 						(double)a->errs[i]);
 	cJSON_AddNumberToObject(j, "downlink_received", (double)a->received);
+	/* CLOCK_MONOTONIC µs, to compare with a publisher on this host */
+	cJSON_AddNumberToObject(j, "downlink_first_rx_mono_us",
+				(double)a->t_first_rx);
+	cJSON_AddNumberToObject(j, "downlink_last_rx_mono_us",
+				(double)a->t_last_rx);
 	if (o->storm_at) {
 		cJSON_AddNumberToObject(j, "storm_all_back_s", storm_back_s);
 		cJSON_AddNumberToObject(j, "storm_back", (double)a->storm_back);

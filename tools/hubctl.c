@@ -43,6 +43,7 @@
 #include "bridge.h"
 #include "proto.h"
 #include "registry.h"
+#include "fleet.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -53,7 +54,7 @@
 #define MQTT_TIMEOUT_MS 10000
 #define TOPIC_MAX 256		/* relative device topics (DESIGN.md) */
 #define IMPORT_MAX (256u << 20) /* bytes of an import file */
-#define MAX_POS 8		/* command words */
+#define MAX_POS 1024		/* command words (group add G ID...) */
 
 /* Command options, as bits: each command says which it accepts. */
 enum {
@@ -66,7 +67,15 @@ enum {
 	O_TTL = 1 << 6,
 	O_FORCE = 1 << 7,
 	O_QUIET = 1 << 8,
+	O_DIR = 1 << 9,
+	O_SIGNED = 1 << 10,
+	O_TTL_DAYS = 1 << 11,
+	O_GROUP = 1 << 12,
+	O_ALL = 1 << 13,
 };
+
+#define DEFAULT_FLEET_DIR "var/fleet"
+#define DEFAULT_TTL_DAYS 365
 
 struct opts {
 	const char *db, *broker, *user, *password, *prefix;
@@ -75,6 +84,13 @@ struct opts {
 	long limit, qos;
 	long long ttl;
 	int online, retain, force, quiet;
+	const char *dir; /* fleet key directory */
+	int is_signed, broker_set;
+	long ttl_days;
+	const char *groups[FLEET_GROUPS_MAX];
+	int ngroups;
+	int all;
+	const char *group_prefix, *fleet_prefix;
 	unsigned seen; /* O_* given */
 	const char *pos[MAX_POS];
 	int npos;
@@ -99,6 +115,22 @@ static const char usage_text[] =
     "  device disable ID | enable ID | delete ID\n"
     "  device rotate-token ID       a new token; the old one stops "
     "working\n"
+    "\n"
+    "signed fleet tokens (accepted by every hub with --token-key):\n"
+    "  fleet init [--dir DIR]       create the fleet's signing key pair in\n"
+    "                               DIR (default " DEFAULT_FLEET_DIR "): "
+    "fleet.key (0600),\n"
+    "                               fleet.pub (hubd --token-key)\n"
+    "  device add ID --signed [--ttl-days N] [--group G]... [--dir DIR]\n"
+    "                               add a device and print a signed token\n"
+    "                               (JWT ES256, default 365 days)\n"
+    "  device rotate-token ID --signed [...]   a new signed token\n"
+    "  with --broker given, device disable, delete and rotate-token also\n"
+    "  publish the retained hub/revoked/ID (older signed tokens are void on\n"
+    "  every hub); enable clears it\n"
+    "  group add G ID... | group remove G ID... | group list\n"
+    "                               device groups (device show lists a\n"
+    "                               device's)\n"
     "  events [--device ID] [--limit N]   newest first (default: all\n"
     "                               devices, limit 100)\n"
     "\n"
@@ -110,6 +142,11 @@ static const char usage_text[] =
     "                               --retain keeps it for an offline device\n"
     "                               for SECS; prints what was published\n"
     "                               unless --quiet\n"
+    "  send --group G TOPIC PAYLOAD | send --all TOPIC PAYLOAD\n"
+    "                               publish groups/G/cmd/TOPIC or\n"
+    "                               fleet/cmd/TOPIC (--group-prefix,\n"
+    "                               --fleet-prefix): live, to the connected\n"
+    "                               devices of the group / of the fleet\n"
     "  watch [--device ID]          live presence from the broker, one line\n"
     "                               per transition (default: every device);\n"
     "                               Ctrl-C stops\n"
@@ -234,6 +271,13 @@ enum {
 	OPT_FORCE,
 	OPT_QUIET,
 	OPT_VERSION,
+	OPT_DIR,
+	OPT_SIGNED,
+	OPT_TTL_DAYS,
+	OPT_GROUP,
+	OPT_ALL,
+	OPT_GROUP_PREFIX,
+	OPT_FLEET_PREFIX,
 };
 
 static const struct optdef optdefs[] = {
@@ -254,6 +298,13 @@ static const struct optdef optdefs[] = {
     {"force", A_NONE, OPT_FORCE},
     {"quiet", A_NONE, OPT_QUIET},
     {"version", A_NONE, OPT_VERSION},
+    {"dir", A_VALUE, OPT_DIR},
+    {"signed", A_NONE, OPT_SIGNED},
+    {"ttl-days", A_VALUE, OPT_TTL_DAYS},
+    {"group", A_VALUE, OPT_GROUP},
+    {"all", A_NONE, OPT_ALL},
+    {"group-prefix", A_VALUE, OPT_GROUP_PREFIX},
+    {"fleet-prefix", A_VALUE, OPT_FLEET_PREFIX},
 };
 
 /* One option; returns 0, EXIT_USAGE, -1 for --help, -2 for --version. */
@@ -266,6 +317,7 @@ set_opt(struct opts *o, const struct optdef *d, const char *v)
 		break;
 	case OPT_BROKER:
 		o->broker = v;
+		o->broker_set = 1;
 		break;
 	case OPT_USER:
 		o->user = v;
@@ -325,6 +377,41 @@ set_opt(struct opts *o, const struct optdef *d, const char *v)
 		break;
 	case OPT_VERSION:
 		return -2;
+	case OPT_DIR:
+		o->dir = v;
+		o->seen |= O_DIR;
+		break;
+	case OPT_SIGNED:
+		o->is_signed = 1;
+		o->seen |= O_SIGNED;
+		break;
+	case OPT_TTL_DAYS:
+		if (parse_long(v, 1, 36500, &o->ttl_days))
+			return usage_err("--ttl-days wants 1..36500, not '%s'",
+					 v);
+		o->seen |= O_TTL_DAYS;
+		break;
+	case OPT_GROUP:
+		if (!fleet_group_valid(v, strnlen(v, FLEET_GROUP_MAX + 1)))
+			return usage_err("invalid group '%s' (want "
+					 "[A-Za-z0-9_-]{1,%d})",
+					 v, FLEET_GROUP_MAX);
+		if (o->ngroups == FLEET_GROUPS_MAX)
+			return usage_err("at most %d --group",
+					 FLEET_GROUPS_MAX);
+		o->groups[o->ngroups++] = v;
+		o->seen |= O_GROUP;
+		break;
+	case OPT_ALL:
+		o->all = 1;
+		o->seen |= O_ALL;
+		break;
+	case OPT_GROUP_PREFIX:
+		o->group_prefix = v;
+		break;
+	case OPT_FLEET_PREFIX:
+		o->fleet_prefix = v;
+		break;
 	}
 	return 0;
 }
@@ -386,9 +473,10 @@ parse_args(int argc, char **argv, struct opts *o)
 static int
 check_cmd(const struct opts *o, const char *cmd, int nargs, unsigned allowed)
 {
-	static const char *const names[] = {"--name",  "--online", "--device",
-					    "--limit", "--qos",	   "--retain",
-					    "--ttl",   "--force",  "--quiet"};
+	static const char *const names[] = {
+	    "--name",	"--online",   "--device", "--limit", "--qos",
+	    "--retain", "--ttl",      "--force",  "--quiet", "--dir",
+	    "--signed", "--ttl-days", "--group",  "--all"};
 	unsigned bad = o->seen & ~allowed;
 	int i;
 
@@ -593,10 +681,147 @@ cmd_init(const struct opts *o)
 	return 0;
 }
 
+/* ---- fleet: signing key, signed tokens, revocations ------------------- */
+
+static int mqtt_publish(const struct opts *o, const char *topic,
+			const char *payload, size_t len, int qos, int retain,
+			long long ttl);
+
+static const char *
+fleet_dir(const struct opts *o)
+{
+	return o->dir ? o->dir : DEFAULT_FLEET_DIR;
+}
+
+static int
+cmd_fleet_init(const struct opts *o)
+{
+	char err[256], probe[4096];
+	const char *dir = fleet_dir(o);
+	int rc;
+
+	if (strlen(dir) > 512)
+		return usage_err("--dir is too long");
+	/* mkdir -p DIR, the key's own directory private */
+	snprintf(probe, sizeof(probe), "%s/x", dir);
+	make_parent(probe);
+	chmod(dir, 0700);
+	rc = fleet_keygen(dir, err, sizeof(err));
+	if (rc != HUB_OK) {
+		errf("fleet init: %s", err);
+		return EXIT_FAIL;
+	}
+	if (o->json) {
+		cJSON *j = cJSON_CreateObject();
+
+		snprintf(probe, sizeof(probe), "%s/fleet.key", dir);
+		cJSON_AddStringToObject(j, "private_key", probe);
+		snprintf(probe, sizeof(probe), "%s/fleet.pub", dir);
+		cJSON_AddStringToObject(j, "public_key", probe);
+		json_print(j);
+	} else {
+		printf("private key: %s/fleet.key (0600; signs device tokens, "
+		       "keep it off the hubs)\n"
+		       "public key:  %s/fleet.pub (give it to every hub: "
+		       "hubd --token-key %s/fleet.pub)\n",
+		       dir, dir, dir);
+	}
+	return 0;
+}
+
+/* A signed token for id issued at iat (s), into out[FLEET_TOKEN_MAX+1]. */
+static int
+sign_token(const struct opts *o, const char *id, int64_t iat, char *out,
+	   size_t cap)
+{
+	struct fleet_claims c;
+	char key[600], err[256];
+	int i;
+
+	memset(&c, 0, sizeof(c));
+	snprintf(c.sub, sizeof(c.sub), "%s", id);
+	c.iat = iat;
+	c.exp = iat +
+		(int64_t)(o->ttl_days ? o->ttl_days : DEFAULT_TTL_DAYS) * 86400;
+	if (registry_token_new(c.jti) != HUB_OK) {
+		errf("no random bytes for the token id");
+		return EXIT_FAIL;
+	}
+	for (i = 0; i < o->ngroups; i++)
+		snprintf(c.groups[i], sizeof(c.groups[i]), "%s", o->groups[i]);
+	c.ngroups = o->ngroups;
+	snprintf(key, sizeof(key), "%s/fleet.key", fleet_dir(o));
+	if (fleet_token_sign(key, &c, out, cap, err, sizeof(err)) != HUB_OK) {
+		errf("cannot sign a token for %s: %s (create the key with "
+		     "'hubctl fleet init --dir %s')",
+		     id, err, fleet_dir(o));
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+/*
+ * With --broker given: the retained hub/revoked/{id} that tells every hub
+ * "signed tokens of id issued before `before` are void" (before 0: clear
+ * it, hubctl device enable). Without --broker, nothing: a single hub has
+ * its registry. 0 or EXIT_FAIL.
+ */
+static int
+publish_revocation(const struct opts *o, const char *id, int64_t before,
+		   const char *reason)
+{
+	char topic[32 + HUB_ID_MAX], payload[96];
+	int n = 0;
+
+	if (!o->broker_set)
+		return 0;
+	snprintf(topic, sizeof(topic), "hub/revoked/%s", id);
+	if (before)
+		n = snprintf(payload, sizeof(payload),
+			     "{\"before\":%lld,\"reason\":\"%s\"}",
+			     (long long)before, reason);
+	if (mqtt_publish(o, topic, payload, (size_t)n, 1, 1, 0)) {
+		errf("the registry changed, but %s was not published: hubs "
+		     "elsewhere still accept old signed tokens; run the "
+		     "command again",
+		     topic);
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+/*
+ * The time T of a "rotated" or "added" revocation, which voids tokens
+ * issued before T and not the new one, issued at T. Tokens carry whole
+ * seconds: wait for the next second to begin (at most 1 s), so every older
+ * token has an iat < T and the new one is not dated in the future.
+ * ("disabled" and "deleted" void every token of the device, whatever T.)
+ */
+static int64_t
+revoke_time(void)
+{
+	struct timespec ts;
+	time_t t0 = time(NULL);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec == t0) {
+		struct timespec d = {0, 1000000000L - ts.tv_nsec + 1000000L};
+
+		while (nanosleep(&d, &d) && errno == EINTR)
+			;
+	}
+	while (time(NULL) <= t0) {
+		struct timespec d = {0, 1000000L};
+
+		nanosleep(&d, NULL);
+	}
+	return (int64_t)time(NULL);
+}
+
 static int
 cmd_add(const struct opts *o, struct registry *reg, const char *id)
 {
-	char token[REGISTRY_TOKEN_LEN + 1];
+	char token[REGISTRY_TOKEN_LEN + 1], jwt[FLEET_TOKEN_MAX + 1];
 	int rc;
 
 	if (o->name && strlen(o->name) > REGISTRY_NAME_MAX)
@@ -605,7 +830,26 @@ cmd_add(const struct opts *o, struct registry *reg, const char *id)
 	rc = registry_device_add(reg, id, o->name, token);
 	if (rc != HUB_OK)
 		return reg_fail(reg, "device add", id, rc);
-	if (o->json)
+	if (o->is_signed) {
+		/* with a broker: a "deleted" revocation left by an earlier
+		 * device of this id must not void the new token; replace it
+		 * by one that voids only tokens older than the new one */
+		int64_t t = o->broker_set ? revoke_time() : (int64_t)time(NULL);
+
+		rc = sign_token(o, id, t, jwt, sizeof(jwt));
+		if (!rc)
+			rc = publish_revocation(o, id, t, "added");
+		if (rc) {
+			registry_device_delete(reg, id); /* all or nothing */
+			return rc;
+		}
+		/* the opaque token is never shown: the signed one is it */
+	}
+	if (o->is_signed && o->json)
+		json_print(id_token_json(id, jwt));
+	else if (o->is_signed)
+		printf("%s\n", jwt);
+	else if (o->json)
 		json_print(id_token_json(id, token));
 	else
 		printf("%s\n", token);
@@ -827,17 +1071,28 @@ find_drop(void *arg, const struct registry_event *e)
 		*out = *e;
 }
 
+static void
+group_cb(void *arg, const char *group)
+{
+	cJSON_AddItemToArray(arg, cJSON_CreateString(group));
+}
+
 static int
 cmd_show(const struct opts *o, struct registry *reg, const char *id)
 {
 	struct registry_device d;
 	struct registry_event drop;
 	char t1[40], t2[40];
-	int rc;
+	cJSON *groups = cJSON_CreateArray();
+	int rc, i;
 
 	rc = registry_device_get(reg, id, &d);
-	if (rc != HUB_OK)
+	if (rc == HUB_OK)
+		rc = registry_device_groups(reg, id, group_cb, groups);
+	if (rc != HUB_OK) {
+		cJSON_Delete(groups);
 		return reg_fail(reg, "device show", id, rc);
+	}
 	memset(&drop, 0, sizeof(drop));
 	registry_events(reg, id, 1000, find_drop, &drop);
 	if (o->json) {
@@ -864,6 +1119,7 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 			json_str_opt(x, "session", drop.session);
 		} else
 			cJSON_AddNullToObject(j, "downlink_dropped");
+		cJSON_AddItemToObject(j, "groups", groups);
 		json_print(j);
 		return 0;
 	}
@@ -881,6 +1137,78 @@ cmd_show(const struct opts *o, struct registry *reg, const char *id)
 		printf("dropped:     %s %s (session %s)\n",
 		       iso_time(drop.ts, t1, sizeof(t1)), drop.reason,
 		       drop.session[0] ? drop.session : "-");
+	printf("groups:      ");
+	for (i = 0; i < cJSON_GetArraySize(groups); i++)
+		printf("%s%s", i ? ", " : "",
+		       cJSON_GetArrayItem(groups, i)->valuestring);
+	printf("%s\n", cJSON_GetArraySize(groups) ? "" : "-");
+	cJSON_Delete(groups);
+	return 0;
+}
+
+/* ---- groups ------------------------------------------------------------ */
+
+static void
+group_list_cb(void *arg, const char *group, int64_t n)
+{
+	struct jarray *ja = arg;
+	cJSON *j = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(j, "group", group);
+	json_int(j, "devices", n);
+	jarray_add(ja, j);
+}
+
+static void
+group_text_cb(void *arg, const char *group, int64_t n)
+{
+	(void)arg;
+	printf("%-24s %lld\n", group, (long long)n);
+}
+
+static int
+cmd_group(const struct opts *o, struct registry *reg, const char *sub)
+{
+	const char *g = o->npos > 2 ? o->pos[2] : NULL;
+	size_t n = o->npos > 3 ? (size_t)(o->npos - 3) : 0, k = 0;
+	int rc;
+
+	if (!strcmp(sub, "list")) {
+		if (o->json) {
+			struct jarray ja = {0};
+
+			rc = registry_group_list(reg, group_list_cb, &ja);
+			if (rc == HUB_OK)
+				jarray_end(&ja);
+		} else {
+			printf("%-24s %s\n", "GROUP", "DEVICES");
+			rc = registry_group_list(reg, group_text_cb, NULL);
+		}
+		return rc == HUB_OK ? 0 : reg_fail(reg, "group list", NULL, rc);
+	}
+	if (!strcmp(sub, "add")) {
+		rc = registry_group_add(reg, g, o->pos + 3, n, &k);
+		if (rc == HUB_ERR_NOTFOUND) {
+			errf("group add: no device %s in registry %s; nothing "
+			     "changed",
+			     o->pos[3 + k], o->db);
+			return EXIT_FAIL;
+		}
+		if (rc != HUB_OK)
+			return reg_fail(reg, "group add", g, rc);
+	} else {
+		rc = registry_group_remove(reg, g, o->pos + 3, n, &k);
+		if (rc != HUB_OK)
+			return reg_fail(reg, "group remove", g, rc);
+	}
+	if (o->json) {
+		cJSON *j = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(j, "group", g);
+		json_int(j, !strcmp(sub, "add") ? "added" : "removed",
+			 (int64_t)(!strcmp(sub, "add") ? n : k));
+		json_print(j);
+	}
 	return 0;
 }
 
@@ -893,6 +1221,10 @@ cmd_set_disabled(const struct opts *o, struct registry *reg, const char *id,
 	if (rc != HUB_OK)
 		return reg_fail(
 		    reg, disabled ? "device disable" : "device enable", id, rc);
+	rc = publish_revocation(o, id, disabled ? (int64_t)time(NULL) : 0,
+				"disabled");
+	if (rc)
+		return rc;
 	if (o->json) {
 		cJSON *j = cJSON_CreateObject();
 
@@ -910,6 +1242,9 @@ cmd_delete(const struct opts *o, struct registry *reg, const char *id)
 
 	if (rc != HUB_OK)
 		return reg_fail(reg, "device delete", id, rc);
+	rc = publish_revocation(o, id, (int64_t)time(NULL), "deleted");
+	if (rc)
+		return rc;
 	if (o->json) {
 		cJSON *j = cJSON_CreateObject();
 
@@ -923,12 +1258,24 @@ cmd_delete(const struct opts *o, struct registry *reg, const char *id)
 static int
 cmd_rotate(const struct opts *o, struct registry *reg, const char *id)
 {
-	char token[REGISTRY_TOKEN_LEN + 1];
+	char token[REGISTRY_TOKEN_LEN + 1], jwt[FLEET_TOKEN_MAX + 1];
+	int64_t t = revoke_time();
 	int rc = registry_device_rotate(reg, id, token);
 
 	if (rc != HUB_OK)
 		return reg_fail(reg, "device rotate-token", id, rc);
-	if (o->json)
+	/* the new signed token is issued at the revocation time: older ones
+	 * are void, it is not */
+	if (o->is_signed && (rc = sign_token(o, id, t, jwt, sizeof(jwt))))
+		return rc;
+	rc = publish_revocation(o, id, t, "rotated");
+	if (rc)
+		return rc;
+	if (o->is_signed && o->json)
+		json_print(id_token_json(id, jwt));
+	else if (o->is_signed)
+		printf("%s\n", jwt);
+	else if (o->json)
 		json_print(id_token_json(id, token));
 	else
 		printf("%s\n", token);
@@ -1409,12 +1756,32 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 		    rel, TOPIC_MAX - 4);
 	if (!o->prefix[0] || strchr(o->prefix, '+') || strchr(o->prefix, '#'))
 		return usage_err("invalid --prefix '%s'", o->prefix);
-	n = (size_t)snprintf(topic, sizeof(topic), "%s/%s/%s", o->prefix, id,
-			     sub);
-	if (n >= sizeof(topic))
-		return usage_err("--prefix too long");
-	if ((rc = check_known(o, "send", id)))
-		return rc;
+	if (o->all || o->ngroups) {
+		/* group and fleet commands are live: nothing waits for an
+		 * offline member, so --retain would only mislead */
+		const char *pre = o->all ? o->fleet_prefix : o->group_prefix;
+
+		if (o->retain)
+			return usage_err("send --group/--all: live only, no "
+					 "--retain");
+		if (!pre[0] || strchr(pre, '+') || strchr(pre, '#'))
+			return usage_err("invalid topic prefix '%s'", pre);
+		if (o->all)
+			n = (size_t)snprintf(topic, sizeof(topic), "%s/%s", pre,
+					     sub);
+		else
+			n = (size_t)snprintf(topic, sizeof(topic), "%s/%s/%s",
+					     pre, o->groups[0], sub);
+		if (n >= sizeof(topic))
+			return usage_err("topic prefix too long");
+	} else {
+		n = (size_t)snprintf(topic, sizeof(topic), "%s/%s/%s",
+				     o->prefix, id, sub);
+		if (n >= sizeof(topic))
+			return usage_err("--prefix too long");
+		if ((rc = check_known(o, "send", id)))
+			return rc;
+	}
 	rc = mqtt_publish(o, topic, payload, strlen(payload), (int)qos,
 			  o->retain, (o->seen & O_TTL) ? o->ttl : 0);
 	if (rc == 0 && o->json) {
@@ -1441,6 +1808,9 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 			printf("not retained, expires in %lld s (reaches the "
 			       "device only if it is online now)\n",
 			       o->ttl);
+		else if (o->all || o->ngroups)
+			printf("not retained (reaches the %s connected now)\n",
+			       o->all ? "devices" : "group's devices");
 		else
 			printf("not retained, no expiry (reaches the device "
 			       "only if it is online now)\n");
@@ -1617,11 +1987,19 @@ run_device(const struct opts *o)
 				 "rotate-token)");
 	if (!strcmp(sub, "list")) {
 		rc = check_cmd(o, "device list", 2, O_ONLINE);
-	} else if (!strcmp(sub, "add")) {
-		rc = check_cmd(o, "device add", 3, O_NAME);
+	} else if (!strcmp(sub, "add") || !strcmp(sub, "rotate-token")) {
+		unsigned sig = O_SIGNED | O_TTL_DAYS | O_GROUP | O_DIR;
+
+		rc = check_cmd(o,
+			       !strcmp(sub, "add") ? "device add"
+						   : "device rotate-token",
+			       3, (!strcmp(sub, "add") ? O_NAME : 0) | sig);
+		if (!rc && (o->seen & (sig & ~O_SIGNED)) && !o->is_signed)
+			rc = usage_err("--ttl-days, --group and --dir go with "
+				       "--signed");
 	} else if (!strcmp(sub, "import") || !strcmp(sub, "show") ||
 		   !strcmp(sub, "disable") || !strcmp(sub, "enable") ||
-		   !strcmp(sub, "delete") || !strcmp(sub, "rotate-token")) {
+		   !strcmp(sub, "delete")) {
 		char what[32];
 
 		snprintf(what, sizeof(what), "device %s", sub);
@@ -1683,6 +2061,14 @@ run(const struct opts *o)
 			return rc;
 		return cmd_kick(o, o->pos[1]);
 	}
+	if (!strcmp(cmd, "send") && (o->all || o->ngroups)) {
+		rc = check_cmd(o, "send --group/--all", 3,
+			       O_QOS | O_TTL | O_RETAIN | O_QUIET | O_GROUP |
+				   O_ALL);
+		if (!rc && (o->ngroups > 1 || (o->all && o->ngroups)))
+			rc = usage_err("send: one --group G, or --all");
+		return rc ? rc : cmd_send(o, NULL, o->pos[1], o->pos[2]);
+	}
 	if (!strcmp(cmd, "send")) {
 		rc = check_cmd(o, "send", 4,
 			       O_QOS | O_RETAIN | O_TTL | O_FORCE | O_QUIET);
@@ -1690,9 +2076,37 @@ run(const struct opts *o)
 			return rc;
 		return cmd_send(o, o->pos[1], o->pos[2], o->pos[3]);
 	}
+	if (!strcmp(cmd, "group")) {
+		const char *sub = o->npos > 1 ? o->pos[1] : "";
+
+		if (!strcmp(sub, "list"))
+			rc = check_cmd(o, "group list", 2, 0);
+		else if (!strcmp(sub, "add") || !strcmp(sub, "remove"))
+			rc = o->npos < 4 ? usage_err("group %s G ID...", sub)
+					 : check_cmd(o, "group", o->npos, 0);
+		else
+			return usage_err("group: add, remove or list");
+		if (rc)
+			return rc;
+		for (int i = 3; i < o->npos; i++)
+			if ((rc = check_id(o->pos[i])))
+				return rc;
+		rc = open_db(o, 0, &reg);
+		if (rc)
+			return rc;
+		rc = cmd_group(o, reg, sub);
+		registry_close(reg);
+		return rc;
+	}
 	if (!strcmp(cmd, "watch")) {
 		rc = check_cmd(o, "watch", 1, O_DEVICE | O_QUIET);
 		return rc ? rc : cmd_watch(o);
+	}
+	if (!strcmp(cmd, "fleet")) {
+		if (o->npos < 2 || strcmp(o->pos[1], "init"))
+			return usage_err("fleet: the subcommand is init");
+		rc = check_cmd(o, "fleet init", 2, O_DIR);
+		return rc ? rc : cmd_fleet_init(o);
 	}
 	if (!strcmp(cmd, "init")) {
 		rc = check_cmd(o, "init", 1, O_QUIET);
@@ -1709,6 +2123,8 @@ main(int argc, char **argv)
 	    .broker = DEFAULT_BROKER,
 	    .prefix = DEFAULT_PREFIX,
 	    .qos = 1,
+	    .group_prefix = "groups",
+	    .fleet_prefix = "fleet",
 	};
 	int rc;
 

@@ -1219,11 +1219,137 @@ test_events_prune(void **state)
 	registry_close(reg);
 }
 
+/* A signed fleet token's first session on a hub whose registry does not
+ * know the device creates its row; the row has no opaque credential. */
+static void
+test_session_creates_signed_device(void **st)
+{
+	struct registry *reg = open_mem();
+	struct registry_session s = mk_session("fl1", "S1", "hubB", 0, 1000);
+	struct registry_creds *c = NULL;
+	struct registry_device d;
+	char tok[REGISTRY_TOKEN_LEN + 1];
+	int64_t seq = 0;
+	int disabled = 1;
+
+	(void)st;
+	assert_int_equal(registry_device_get(reg, "fl1", &d), HUB_ERR_NOTFOUND);
+	/* without the flag an unknown device gets no row */
+	s.create_device = 0;
+	assert_int_equal(registry_session_open(reg, &s, &seq), HUB_OK);
+	assert_int_equal(registry_device_get(reg, "fl1", &d), HUB_ERR_NOTFOUND);
+	s = mk_session("fl1", "S2", "hubB", 0, 2000);
+	s.create_device = 1;
+	assert_int_equal(registry_session_open(reg, &s, &seq), HUB_OK);
+	assert_int_equal(registry_device_get(reg, "fl1", &d), HUB_OK);
+	assert_true(d.online);
+	assert_false(d.disabled);
+	/* no token opens it: not the marker, not anything else */
+	assert_int_equal(registry_creds_load(reg, &c), HUB_OK);
+	assert_int_not_equal(registry_creds_fingerprint(c, "fl1", &disabled),
+			     0);
+	assert_int_equal(registry_creds_check(c, "fl1", "signed", 6),
+			 HUB_ERR_AUTH);
+	assert_int_equal(registry_creds_check(c, "fl1", "", 0), HUB_ERR_AUTH);
+	registry_creds_free(c);
+	/* a known device keeps its row and token */
+	assert_int_equal(registry_device_add(reg, "op1", NULL, tok), HUB_OK);
+	s = mk_session("op1", "S3", "hubB", 0, 3000);
+	s.create_device = 1;
+	assert_int_equal(registry_session_open(reg, &s, &seq), HUB_OK);
+	assert_int_equal(registry_creds_load(reg, &c), HUB_OK);
+	assert_int_equal(registry_creds_check(c, "op1", tok, strlen(tok)),
+			 HUB_OK);
+	registry_creds_free(c);
+	registry_close(reg);
+}
+
+static void
+grp_count_cb(void *arg, const char *group, int64_t n)
+{
+	char *out = arg;
+	size_t l = strlen(out);
+
+	snprintf(out + l, 256 - l, "%s=%lld;", group, (long long)n);
+}
+
+static void
+grp_name_cb(void *arg, const char *group)
+{
+	char *out = arg;
+	size_t l = strlen(out);
+
+	snprintf(out + l, 256 - l, "%s;", group);
+}
+
+static void
+test_groups(void **st)
+{
+	struct registry *reg = open_mem();
+	char tok[REGISTRY_TOKEN_LEN + 1], out[256];
+	const char *ab[] = {"a", "b"}, *bad[] = {"a", "nosuch"},
+		   *badid[] = {"a/b"};
+	struct registry_creds *c = NULL;
+	int64_t rev0 = 0, rev1 = 0;
+	size_t k = 0, len;
+	const char *g;
+
+	(void)st;
+	assert_int_equal(registry_device_add(reg, "a", NULL, tok), HUB_OK);
+	assert_int_equal(registry_device_add(reg, "b", NULL, tok), HUB_OK);
+	assert_int_equal(registry_devices_rev(reg, &rev0), HUB_OK);
+	assert_int_equal(registry_group_add(reg, "north", ab, 2, &k), HUB_OK);
+	assert_int_equal(registry_group_add(reg, "pumps", ab, 1, &k), HUB_OK);
+	/* again: members stay members */
+	assert_int_equal(registry_group_add(reg, "north", ab, 2, &k), HUB_OK);
+	/* membership changes reload the hubs' snapshots */
+	assert_int_equal(registry_devices_rev(reg, &rev1), HUB_OK);
+	assert_true(rev1 > rev0);
+	/* all or nothing: an unknown id names its index, nothing added */
+	assert_int_equal(registry_group_add(reg, "south", bad, 2, &k),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(k, 1);
+	assert_int_equal(registry_group_add(reg, "bad group", ab, 1, &k),
+			 HUB_ERR_INVAL);
+	assert_int_equal(registry_group_add(reg, "g", badid, 1, &k),
+			 HUB_ERR_INVAL);
+	out[0] = '\0';
+	assert_int_equal(registry_group_list(reg, grp_count_cb, out), HUB_OK);
+	assert_string_equal(out, "north=2;pumps=1;");
+	out[0] = '\0';
+	assert_int_equal(registry_device_groups(reg, "a", grp_name_cb, out),
+			 HUB_OK);
+	assert_string_equal(out, "north;pumps;");
+	/* the snapshot carries them */
+	assert_int_equal(registry_creds_load(reg, &c), HUB_OK);
+	g = registry_creds_groups(c, "a", &len);
+	assert_non_null(g);
+	assert_int_equal(len, 11);
+	assert_memory_equal(g, "north,pumps", 11);
+	assert_null(registry_creds_groups(c, "zz", &len));
+	assert_int_equal(len, 0);
+	registry_creds_free(c);
+	/* remove counts what it removed; delete drops memberships */
+	assert_int_equal(registry_group_remove(reg, "north", ab, 2, &k),
+			 HUB_OK);
+	assert_int_equal(k, 2);
+	assert_int_equal(registry_group_remove(reg, "north", ab, 2, &k),
+			 HUB_OK);
+	assert_int_equal(k, 0);
+	assert_int_equal(registry_device_delete(reg, "a"), HUB_OK);
+	out[0] = '\0';
+	assert_int_equal(registry_group_list(reg, grp_count_cb, out), HUB_OK);
+	assert_string_equal(out, "");
+	registry_close(reg);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_migrations),
+	    cmocka_unit_test(test_session_creates_signed_device),
+	    cmocka_unit_test(test_groups),
 	    cmocka_unit_test(test_wal_mode),
 	    cmocka_unit_test(test_open_bad_path),
 	    cmocka_unit_test(test_device_add_get_list),
