@@ -1,5 +1,5 @@
 /*
- * groups.c - device groups (schema/002_groups.sql): membership for group
+ * groups.c - device groups (schema/003_groups.sql): membership for group
  * commands (groups/{g}/cmd/#). hubctl's main thread; the credential
  * snapshot reads the memberships with the devices (creds.c).
  */

@@ -1,4 +1,4 @@
--- 002_groups.sql - device groups (hubctl group add|remove|list).
+-- 003_groups.sql - device groups (hubctl group add|remove|list).
 --
 -- device_groups: one row per (group, device). A device's groups ride in
 --                the credential snapshot, so a change bumps devices_rev
