@@ -3,8 +3,8 @@
 // uncounted connection), for tools/bench-tls.
 //
 // Prints "READY connected=N resumed=R failed=F seconds=S" once every dial
-// has finished, keeps the connections open (answering pings) until stdin
-// closes or SIGTERM, then closes them and prints "DONE".
+// has finished, keeps the connections open (answering pings) until SIGTERM,
+// then closes them and prints "DONE".
 //
 //	tlsload -url 'wss://127.0.0.1:8443/v1/devices/{id}?token={token}' \
 //	        -creds FILE -n 5000 -tls 1.3 [-resume] [-concurrency 64]
@@ -151,22 +151,10 @@ func main() {
 	fmt.Printf("READY connected=%d resumed=%d failed=%d seconds=%.2f\n",
 		int64(*n)-failed, resumed, failed, el)
 
-	done := make(chan struct{})
-	go func() { // stdin closed
-		buf := make([]byte, 64)
-		for {
-			if _, err := os.Stdin.Read(buf); err != nil {
-				close(done)
-				return
-			}
-		}
-	}()
+	// hold until SIGTERM (stdin may be /dev/null: not a signal to stop)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-done:
-	case <-sig:
-	}
+	<-sig
 	for _, c := range conns {
 		if c != nil {
 			c.WriteControl(websocket.CloseMessage,
