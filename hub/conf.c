@@ -5,7 +5,6 @@
 #include "hub_err.h"
 #include "hub_util.h"
 #include "proto.h"
-#include "fleet.h"
 
 #include <ini.h>
 
@@ -484,17 +483,6 @@ conf_load(struct conf *c, int argc, char **argv, char *err, size_t errlen)
 			 "--group-prefix and --fleet-prefix must be two "
 			 "different plain topics");
 		return HUB_ERR_INVAL;
-	}
-	if (c->token_key[0]) {
-		/* refuse a bad key at start, not at the first device */
-		struct fleet_keys *k = NULL;
-		char why[256];
-
-		if (fleet_keys_load(c->token_key, &k, why, sizeof(why))) {
-			snprintf(err, errlen, "--token-key: %s", why);
-			return HUB_ERR_INVAL;
-		}
-		fleet_keys_free(k);
 	}
 	if (!c->no_tls)
 		return load_ticket_secret(c, err, errlen);

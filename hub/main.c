@@ -32,6 +32,7 @@
  * Threads: one, the supervisor's.
  */
 #include "conf.h"
+#include "fleet.h"
 #include "hub_int.h"
 #include "hub_log.h"
 #include "hub_version.h"
@@ -425,6 +426,18 @@ main(int argc, char **argv)
 	if (bridge_uri_list_check(sv.conf.broker, err, sizeof(err)) != HUB_OK) {
 		fprintf(stderr, "hubd: --broker: %s\n", err);
 		return 2;
+	}
+	if (sv.conf.token_key[0]) {
+		/* refuse a bad key at start, not at the first device (here,
+		 * not in conf.c: the configuration parser reads no key files) */
+		struct fleet_keys *k = NULL;
+		char why[256];
+
+		if (fleet_keys_load(sv.conf.token_key, &k, why, sizeof(why))) {
+			fprintf(stderr, "hubd: --token-key: %s\n", why);
+			return 2;
+		}
+		fleet_keys_free(k);
 	}
 	if (sv.conf.http_token[0]) {
 		char tok[512];

@@ -1097,6 +1097,31 @@ on_cmd(struct worker *w, struct bridge_ev *e)
 	}
 }
 
+/*
+ * 1 if an announcement names a session this worker created. Such a one is
+ * never newer than the current session: the device map replaced it here
+ * already. It still arrives when the retained announcement of an older
+ * session is delivered by a subscription made for it just before the
+ * device reconnected to this same worker (seen: test_takeover_same_hub,
+ * the new session closed as "replaced" by the old one). One hubd per hub
+ * id, so hub id + worker index name this worker (or an earlier run of it,
+ * whose sessions are older still).
+ */
+static int
+own_session(const struct worker *w, const cJSON *root, const char *sid)
+{
+	const cJSON *hub = cJSON_GetObjectItemCaseSensitive(root, "hub");
+	char idx[3];
+
+	if (!cJSON_IsString(hub) || strcmp(hub->valuestring, w->conf->hub_id))
+		return 0;
+	/* %011llx%04x%02x%06x: ms, salt, worker index, counter */
+	if (strlen(sid) != 23)
+		return 0;
+	snprintf(idx, sizeof(idx), "%02x", (unsigned)w->index & 0xff);
+	return !memcmp(sid + 15, idx, 2);
+}
+
 static void
 on_session_ev(struct worker *w, struct bridge_ev *e)
 {
@@ -1121,7 +1146,8 @@ on_session_ev(struct worker *w, struct bridge_ev *e)
 		 * the hubs say (bridge_subs.c). */
 		sid = cJSON_GetObjectItemCaseSensitive(root, "session");
 		if (cJSON_IsString(sid) &&
-		    strcmp(sid->valuestring, s->session)) {
+		    strcmp(sid->valuestring, s->session) &&
+		    !own_session(w, root, sid->valuestring)) {
 			hub_log(HUB_LOG_INFO, "HUB-SESS-REPLACED",
 				"device=%s session=%s by=%s", s->device,
 				s->session, sid->valuestring);
