@@ -670,6 +670,7 @@ link_lost(struct bridge *b)
 
 	if (b->link != BRIDGE_UP)
 		return;
+	atomic_store(&b->revoked_ok, 0);
 	b->link = BRIDGE_DOWN;
 	atomic_store(&b->connected, 0);
 	push_link(b, 0);
@@ -1144,6 +1145,7 @@ bridge_main(void *arg)
 			if (b->link == BRIDGE_UP &&
 			    !MQTTAsync_isConnected(b->cli))
 				link_lost(b);
+			bridge__revoked_retry(b);
 			next_check = now + 1000000u;
 		}
 		pump(b);

@@ -121,6 +121,9 @@ struct bridge {
 	char *node_topic; /* hub/nodes/{hub_id}/status, or NULL */
 	int mqtt_version;
 	int fleet; /* bridge_config.fleet */
+	/* the broker granted hub/revoked/+ on this connection (set on Paho's
+	 * thread by the SUBACK, cleared by the bridge thread on link loss) */
+	atomic_int revoked_ok;
 	char *group_prefix, *fleet_prefix; /* NULL: no group commands */
 	size_t max_pending;
 	size_t max_cmd;
@@ -195,6 +198,9 @@ void bridge__subs_resubscribe(struct bridge *b);
 void bridge__subs_announced(struct bridge *b, const char *device);
 /* GSUB / GUNSUB of one group: subscribes or unsubscribes its topic. */
 void bridge__groups_request(struct bridge *b, int kind, const char *group);
+/* hub/revoked/+ again when the broker has not granted it yet (bridge
+ * thread, once a second while the link is up). */
+void bridge__revoked_retry(struct bridge *b);
 /*
  * "<group_prefix>/<g>/cmd/..." -> HUB_OK, group g, *rel "cmd/...";
  * "<fleet_prefix>/cmd/..." -> HUB_OK, group "", *rel; else

@@ -173,13 +173,42 @@ bridge__revoked_topic(const struct bridge *b, const char *topic, char *device,
 	return HUB_OK;
 }
 
+/* Paho's thread: the SUBACK. A refusal (0x80, e.g. while a clustered
+ * broker sets up its streams) leaves revoked_ok at 0 and the bridge
+ * thread subscribes again a second later: a hub that missed this
+ * subscription would accept revoked tokens. */
+static void
+revoked_granted3(void *ctx, MQTTAsync_successData *r)
+{
+	if (r && r->alt.qos != 0x80)
+		atomic_store(&((struct bridge *)ctx)->revoked_ok, 1);
+}
+
+static void
+revoked_granted5(void *ctx, MQTTAsync_successData5 *r)
+{
+	if (r && r->reasonCode < MQTTREASONCODE_UNSPECIFIED_ERROR)
+		atomic_store(&((struct bridge *)ctx)->revoked_ok, 1);
+}
+
 static void
 subscribe_revoked(struct bridge *b)
 {
 	MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
 
-	/* a failure is repaired by the resubscription after a reconnect */
+	ro.context = b;
+	if (b->mqtt_version == 5)
+		ro.onSuccess5 = revoked_granted5;
+	else
+		ro.onSuccess = revoked_granted3;
 	MQTTAsync_subscribe(b->cli, REVOKED_PREFIX "+", 1, &ro);
+}
+
+void
+bridge__revoked_retry(struct bridge *b)
+{
+	if (b->fleet && b->link == BRIDGE_UP && !atomic_load(&b->revoked_ok))
+		subscribe_revoked(b);
 }
 
 /* ---- group and fleet commands -----------------------------------------
