@@ -479,11 +479,10 @@ on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 	}
 	kind = is_session ? BRIDGE_EV_SESSION : BRIDGE_EV_CMD;
 queue:
-	e = ev_new(kind, device,
-		   kind == BRIDGE_EV_CMD || kind == BRIDGE_EV_GROUPCMD ? rel
-								       : NULL,
-		   msg->payload,
-		   msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0);
+	e = ev_new(
+	    kind, device,
+	    kind == BRIDGE_EV_CMD || kind == BRIDGE_EV_GROUPCMD ? rel : NULL,
+	    msg->payload, msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0);
 	if (!e)
 		return 0;
 	e->qos = msg->qos;

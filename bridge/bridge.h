@@ -99,16 +99,16 @@ struct bridge_msg *bridge_msg_new(enum bridge_kind kind, const char *device,
 void bridge_msg_free(struct bridge_msg *m);
 
 enum bridge_ev_kind {
-	BRIDGE_EV_ACK,	   /* broker PUBACKed device msg (sess, msg_id) */
-	BRIDGE_EV_CMD,	   /* command for device: topic "cmd/...", payload */
-	BRIDGE_EV_SESSION, /* hub/sessions/{device}: payload from announcer */
-	BRIDGE_EV_LINK,	   /* broker link changed: up = 1/0 */
-	BRIDGE_EV_REVOKED, /* hub/revoked/{device}: payload (empty: cleared) */
+	BRIDGE_EV_ACK,	    /* broker PUBACKed device msg (sess, msg_id) */
+	BRIDGE_EV_CMD,	    /* command for device: topic "cmd/...", payload */
+	BRIDGE_EV_SESSION,  /* hub/sessions/{device}: payload from announcer */
+	BRIDGE_EV_LINK,	    /* broker link changed: up = 1/0 */
+	BRIDGE_EV_REVOKED,  /* hub/revoked/{device}: payload (empty: cleared) */
 	BRIDGE_EV_GROUPCMD, /* group command: device = group ("" = fleet),
 			       topic "cmd/...", payload */
-	BRIDGE_EV_NACK,	   /* broker refused device msg (sess, msg_id):
-			      PUBACK reason >= 0x80 (e.g. ACL); the device
-			      gets err broker_unavailable, no resend */
+	BRIDGE_EV_NACK,	    /* broker refused device msg (sess, msg_id):
+			       PUBACK reason >= 0x80 (e.g. ACL); the device
+			       gets err broker_unavailable, no resend */
 };
 
 /* One event out of the bridge, to the service thread. */

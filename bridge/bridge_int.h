@@ -206,8 +206,8 @@ void bridge__revoked_retry(struct bridge *b);
  * "<fleet_prefix>/cmd/..." -> HUB_OK, group "", *rel; else
  * HUB_ERR_NOTFOUND.
  */
-int bridge__group_topic(const struct bridge *b, const char *topic,
-			char *group, size_t cap, const char **rel);
+int bridge__group_topic(const struct bridge *b, const char *topic, char *group,
+			size_t cap, const char **rel);
 /* hub/revoked/<id>: HUB_OK and the id, else HUB_ERR_NOTFOUND. */
 int bridge__revoked_topic(const struct bridge *b, const char *topic,
 			  char *device, size_t cap);

@@ -226,7 +226,8 @@ bridge__group_topic(const struct bridge *b, const char *topic, char *group,
 	if (!b->group_prefix)
 		return HUB_ERR_NOTFOUND;
 	n = strlen(b->fleet_prefix);
-	if (!strncmp(topic, b->fleet_prefix, n) && !strncmp(topic + n, "/cmd/", 5)) {
+	if (!strncmp(topic, b->fleet_prefix, n) &&
+	    !strncmp(topic + n, "/cmd/", 5)) {
 		group[0] = '\0';
 		*rel = topic + n + 1;
 		return HUB_OK;
@@ -296,7 +297,8 @@ bridge__groups_request(struct bridge *b, int kind, const char *group)
 			void *p = realloc(s->groups, cap * sizeof(*s->groups));
 
 			if (!p)
-				return; /* that group's commands miss this worker */
+				return; /* that group's commands miss this
+					   worker */
 			s->groups = p;
 			s->groups_cap = cap;
 		}
@@ -354,8 +356,7 @@ send_ids(struct bridge *b, int kind, char (*ids)[HUB_ID_MAX + 1], size_t n)
 		o.noLocal = 1;
 		if (kind != BRIDGE__SUB_SESS) {
 			if (proto_topic_up(b->prefix, ids[i], "cmd/#",
-					    buf[count],
-					    SUB_TOPIC_MAX) != HUB_OK)
+					   buf[count], SUB_TOPIC_MAX) != HUB_OK)
 				continue;
 			topics[count] = buf[count];
 			opts[count] = o;

@@ -229,7 +229,8 @@ registry_query_device(struct registry_query *q, const char *id,
 	sqlite3_stmt *s;
 	int rc, err;
 
-	if (!q || !id || !out || !proto_id_valid(id, strnlen(id, HUB_ID_MAX + 1)))
+	if (!q || !id || !out ||
+	    !proto_id_valid(id, strnlen(id, HUB_ID_MAX + 1)))
 		return HUB_ERR_INVAL;
 	s = q->st[Q_DEVICE];
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_TRANSIENT);

@@ -109,8 +109,7 @@ int registry_group_list(struct registry *reg,
 			void *arg);
 /* The groups of one device, by name. */
 int registry_device_groups(struct registry *reg, const char *id,
-			   void (*cb)(void *arg, const char *group),
-			   void *arg);
+			   void (*cb)(void *arg, const char *group), void *arg);
 
 /* ---- events -------------------------------------------------------- */
 

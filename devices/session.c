@@ -245,7 +245,8 @@ registry_downlink_dropped(struct registry *reg, const char *device,
 {
 	if (!reg)
 		return HUB_ERR_INVAL;
-	if (!device || !proto_id_valid(device, strnlen(device, HUB_ID_MAX + 1)) ||
+	if (!device ||
+	    !proto_id_valid(device, strnlen(device, HUB_ID_MAX + 1)) ||
 	    !reason_ok(reason) || !fits(session, REGISTRY_SESSION_MAX) ||
 	    !fits(hub, REGISTRY_HUB_MAX + 1))
 		return registry__fail(reg, HUB_ERR_INVAL);

@@ -64,13 +64,13 @@ struct sess {
 	int64_t token_iat;    /* signed fleet token's iat (fleet_auth.c) */
 	char groups[HUB_SESS_GROUPS_MAX]; /* groups.c; "" = none */
 	int groups_joined;		  /* counted in worker->grps */
-	struct uplimit up;    /* --rate, --rate-bytes */
-	uint32_t inflight;    /* QoS 1 uplinks awaiting PUBACK */
+	struct uplimit up;		  /* --rate, --rate-bytes */
+	uint32_t inflight;		  /* QoS 1 uplinks awaiting PUBACK */
 	uint32_t next_cmd_id;
-	uint64_t last_rx_ms; /* monotonic */
+	uint64_t last_rx_ms;   /* monotonic */
 	uint64_t last_ping_ms; /* monotonic: our last WebSocket ping */
 	int ping_due;	       /* heartbeat.c asked for a ping */
-	int peer_closed;     /* got a close frame */
+	int peer_closed;       /* got a close frame */
 	int superseded; /* a newer session of the device exists: no presence */
 	int online_out; /* its online status is queued: uplink may flow */
 	int dropping;	/* in an episode of dropped downlink: recorded once */

@@ -429,7 +429,8 @@ main(int argc, char **argv)
 	}
 	if (sv.conf.token_key[0]) {
 		/* refuse a bad key at start, not at the first device (here,
-		 * not in conf.c: the configuration parser reads no key files) */
+		 * not in conf.c: the configuration parser reads no key files)
+		 */
 		struct fleet_keys *k = NULL;
 		char why[256];
 

@@ -64,8 +64,7 @@ destroy_context(struct worker *w)
  * the receive size.
  */
 static const struct lws_protocols device_protocols[] = {
-    {"hub.v1", hub__device_callback, sizeof(struct sess), 1024, 0, NULL,
-     16384},
+    {"hub.v1", hub__device_callback, sizeof(struct sess), 1024, 0, NULL, 16384},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static const struct lws_protocols http_protocols[] = {

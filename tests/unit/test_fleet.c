@@ -261,10 +261,10 @@ test_parse_rejects(void **st)
 	/* shape: two parts, four parts, padding, spaces, too long */
 	assert_int_not_equal(fleet_jwt_parse("a.b", 3, &j), HUB_OK);
 	make(tok, sizeof(tok), good_hdr, good_claims, zsig, 64);
-	strcat(tok, ".AAAA");
+	strncat(tok, ".AAAA", sizeof(tok) - strlen(tok) - 1);
 	assert_int_not_equal(fleet_jwt_parse(tok, strlen(tok), &j), HUB_OK);
 	make(tok, sizeof(tok), good_hdr, good_claims, zsig, 64);
-	strcat(tok, "=");
+	strncat(tok, "=", sizeof(tok) - strlen(tok) - 1);
 	assert_int_not_equal(fleet_jwt_parse(tok, strlen(tok), &j), HUB_OK);
 	memset(tok, 'A', sizeof(tok));
 	tok[10] = '.';

@@ -112,7 +112,7 @@ collect(void *arg, const struct registry_query_device *d)
 		ids->since[ids->n] = d->since;
 	ids->n++;
 	strncat(ids->buf, d->d.id, sizeof(ids->buf) - strlen(ids->buf) - 2);
-	strcat(ids->buf, " ");
+	strncat(ids->buf, " ", sizeof(ids->buf) - strlen(ids->buf) - 1);
 }
 
 static const char *
@@ -221,8 +221,9 @@ collect_ev(void *arg, const struct registry_event *e)
 	if (s->n < 16)
 		s->seq[s->n] = e->seq;
 	s->n++;
-	strcat(s->kinds, registry_kind_name(e->kind));
-	strcat(s->kinds, " ");
+	strncat(s->kinds, registry_kind_name(e->kind),
+		sizeof(s->kinds) - strlen(s->kinds) - 2);
+	strncat(s->kinds, " ", sizeof(s->kinds) - strlen(s->kinds) - 1);
 }
 
 static void
