@@ -146,12 +146,12 @@
 #define MBEDTLS_THREADING_PTHREAD
 
 /* ---- size and surface ---------------------------------------------------- */
-#undef MBEDTLS_SELF_TEST     /* tests are run upstream and by Debian */
-#undef MBEDTLS_DEBUG_C       /* per-record debug hooks; lws never enables them */
+#undef MBEDTLS_SELF_TEST /* tests are run upstream and by Debian */
+#undef MBEDTLS_DEBUG_C	 /* per-record debug hooks; lws never enables them */
 #undef MBEDTLS_SSL_CONTEXT_SERIALIZATION /* no context export/import */
-#undef MBEDTLS_TIMING_C      /* only DTLS retransmission timers use it */
-#undef MBEDTLS_PADLOCK_C     /* VIA CPUs */
-#undef MBEDTLS_ECJPAKE_C     /* Thread/J-PAKE, not TLS */
+#undef MBEDTLS_TIMING_C	 /* only DTLS retransmission timers use it */
+#undef MBEDTLS_PADLOCK_C /* VIA CPUs */
+#undef MBEDTLS_ECJPAKE_C /* Thread/J-PAKE, not TLS */
 #undef MBEDTLS_KEY_EXCHANGE_ECJPAKE_ENABLED
 
 #endif
