@@ -1,7 +1,7 @@
 /*
  * conf.h - hubd's configuration: defaults, INI file (libinih), then flags.
  *
- * INI keys are the flag names without dashes (DESIGN.md "Interfaces");
+ * INI keys are the flag names without dashes (docs/operations.md);
  * flags win over the file. Parsed once by the supervisor before the workers
  * fork; read-only afterwards, so every thread may read it.
  */

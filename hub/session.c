@@ -10,7 +10,7 @@
  *
  * Auth happens in LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, the one place lws lets
  * us answer with an HTTP status before the upgrade (401/403/429/503 with
- * Retry-After, DESIGN.md "Device protocol"). lws re-allocates the session's
+ * Retry-After, docs/protocol.md). lws re-allocates the session's
  * user data when it binds the ws protocol, so the result is parked in
  * worker->pending and picked up in FILTER_PROTOCOL_CONNECTION, which lws
  * calls from the same stack for the same wsi.

@@ -1,5 +1,4 @@
-"""Authentication: refusals are HTTP answers before the upgrade (DESIGN.md
-"Device protocol v1"), successes with either credential form, the hub.v1
+"""Authentication: refusals are HTTP answers before the upgrade (docs/protocol.md, docs/operations.md), successes with either credential form, the hub.v1
 subprotocol, and the auth_failed rows in the registry."""
 
 import os

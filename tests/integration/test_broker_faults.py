@@ -1,4 +1,4 @@
-"""Broker faults (DESIGN.md "Guarantees", "Interfaces"): /readyz follows
+"""Broker faults (docs/protocol.md, docs/operations.md): /readyz follows
 the broker link; a QoS 1 stream survives a kill -9 and restart of the
 broker with nothing acknowledged and then lost (acked is a subset of what
 a persistent-session subscriber received); past --bridge-buffer the device

@@ -1,4 +1,4 @@
-"""Downlink (DESIGN.md "MQTT mapping", "Guarantees"): commands through the
+"""Downlink (docs/protocol.md, docs/operations.md): commands through the
 broker to the device holding the session, offline commands kept retained
 with an expiry and cleared after the device's ack, payload kinds (JSON,
 text, binary), kick (4004) and session takeover (4001) on one hub and

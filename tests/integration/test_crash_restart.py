@@ -1,4 +1,4 @@
-"""Crash repair (DESIGN.md "Guarantees"): after kill -9 of hubd (supervisor
+"""Crash repair (docs/protocol.md, docs/operations.md): after kill -9 of hubd (supervisor
 and workers), the next start of the same hub id closes the sessions left
 open with reason hub_restart, in the registry and as retained statuses
 with a higher seq. Also: a worker killed alone is restarted by the

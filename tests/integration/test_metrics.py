@@ -1,4 +1,4 @@
-"""The ops listener (DESIGN.md "Interfaces"): /healthz, /metrics in
+"""The ops listener (docs/protocol.md, docs/operations.md): /healthz, /metrics in
 Prometheus text with hub_ names, the hub_connections gauge following live
 sessions (summed over workers), counters for sessions, auth failures,
 frames, and the QoS 1 uplink latency histogram."""

@@ -1,7 +1,6 @@
 """Presence: retained devices/ID/status with rising seq, the registry's
 online/offline rows, and the hub ending sessions (disable 4003, token
-rotation 1008, idle timeout) with the right reason (DESIGN.md "MQTT
-mapping", "Guarantees", "Device protocol v1")."""
+rotation 1008, idle timeout) with the right reason (docs/protocol.md, docs/operations.md)."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""SIGTERM drains (DESIGN.md "Guarantees"): devices closed with 1001 spread
+"""SIGTERM drains (docs/protocol.md, docs/operations.md): devices closed with 1001 spread
 over --drain, new connections refused with 503 + Retry-After meanwhile,
 offline rows and retained statuses (reason shutdown) written, exit 0."""
 

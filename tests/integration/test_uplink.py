@@ -1,7 +1,7 @@
 """Uplink: device frames over wss (Python websockets, a raw client, and
 hub-device) to MQTT topics devices/ID/..., exact payload bytes, user
 properties, acks only after the broker's PUBACK, err frames and close
-codes (DESIGN.md "Device protocol v1", "MQTT mapping", "Guarantees")."""
+codes (docs/protocol.md, docs/operations.md)."""
 
 import json
 import os
