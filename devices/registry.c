@@ -322,6 +322,12 @@ registry_data_version(struct registry *reg, int64_t *out)
 	return read_int64(reg, ST_DATA_VERSION, out);
 }
 
+uint64_t
+registry_memory_used(void)
+{
+	return (uint64_t)sqlite3_memory_used();
+}
+
 int
 registry_devices_rev(struct registry *reg, int64_t *out)
 {

@@ -223,6 +223,10 @@ int registry_repair(struct registry *reg, const char *hub, int worker,
 int registry_data_version(struct registry *reg, int64_t *out);
 int registry_devices_rev(struct registry *reg, int64_t *out);
 
+/* Bytes of heap SQLite holds in this process (every connection's page
+ * cache, statements, schema): sqlite3_memory_used(). Any thread. */
+uint64_t registry_memory_used(void);
+
 /* An immutable snapshot of every device's credential: an open-addressing
  * hash table. Built on any thread, then handed over and only read. */
 struct registry_creds;

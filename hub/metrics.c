@@ -34,6 +34,11 @@ static const struct mdesc desc[M__COUNT] = {
 	{"hub_downlink_queued_bytes",
 	 "Bytes queued to devices, not yet written (bounded per session).",
 	 "gauge", NULL},
+    [M_REGISTRY_MEMORY] =
+	{"hub_registry_memory_bytes",
+	 "Heap held by SQLite in the workers (page caches of the registry "
+	 "connections; bounded by their cache_size).",
+	 "gauge", NULL},
     [M_SESSIONS_ACCEPTED] = {"hub_sessions_accepted_total",
 			     "Device sessions accepted.", "counter", NULL},
     [M_AUTH_FAIL_UNKNOWN_DEVICE] = {"hub_auth_failures_total",
@@ -170,7 +175,7 @@ metrics_reset_gauges(struct metrics_slot *s)
 {
 	int k;
 
-	for (k = M_CONNECTIONS; k <= M_DOWNLINK_QUEUED; k++)
+	for (k = M_CONNECTIONS; k <= M_REGISTRY_MEMORY; k++)
 		metrics_set(s, (enum metric)k, 0);
 	metrics_set(s, M_REGISTRY_FAILING, 0);
 }

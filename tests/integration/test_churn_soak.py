@@ -213,20 +213,24 @@ class TestChurnSoak(hubfix.HubTest):
         churn.run(WARMUP)
         self.assertEqual(churn.errors, [])
         base = self.settle(hub, "after the warm-up")
+        base_sql = int(hub.metrics().get("hub_registry_memory_bytes", 0))
         malloc_stats(hub)
         warm_sessions = churn.sessions
         hubfix.log(f"soak: after warm-up ({warm_sessions} sessions): "
-                   f"RSS {base[0]} KiB {base[3]}, {base[1]} fds, {base[2]} processes")
+                   f"RSS {base[0]} KiB {base[3]}, {base[1]} fds, {base[2]} processes, "
+                   f"SQLite heap {base_sql // 1024} KiB")
 
         churn.run(SOAK)
         self.assertEqual(churn.errors[:10], [])
         after = self.settle(hub, "after the churn")
+        after_sql = int(hub.metrics().get("hub_registry_memory_bytes", 0))
         malloc_stats(hub)
         main = churn.sessions - warm_sessions
         hubfix.log(f"soak: after {SOAK:.0f} s of churn ({main} sessions, "
                    f"{churn.refused} refusals in all): RSS {after[0]} KiB "
                    f"{after[3]} ({100.0 * (after[0] - base[0]) / base[0]:+.2f} %), "
-                   f"{after[1]} fds ({after[1] - base[1]:+d})")
+                   f"{after[1]} fds ({after[1] - base[1]:+d}), SQLite heap "
+                   f"{after_sql // 1024} KiB ({(after_sql - base_sql) // 1024:+d})")
         # the churn was real: more sessions than devices, many times
         self.assertGreater(main, 5 * n, "too little churn to measure")
         self.assertEqual(after[2], base[2], "a worker died or was added")
