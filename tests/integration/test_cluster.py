@@ -3,11 +3,15 @@ clustered JetStream, conf/cluster/nats-node.conf), two hubs on different
 nodes (their own registries, one --token-key, --mqtt-version 3) and HAProxy
 in front (conf/cluster/haproxy.cfg). A device provisioned once with a
 signed token connects through the load balancer to either hub; a command
-published on node 1 reaches a device held by the hub on node 2; a group
-command reaches devices on every hub; a takeover across hubs closes the
-old session with 4001 and leaves the device online; a revocation closes
-and refuses the device on every hub. Skipped with a message where
-nats-server is not installed (tools/setup installs it)."""
+sent with hubctl --mqtt-version 3 on node 1 reaches a device held by the
+hub on node 2; a group command reaches devices on every hub; a takeover
+across hubs closes the old session with 4001 and leaves the device online;
+hubctl device disable revokes on every hub, enable clears it. A broker
+node killed: its hub fails over with nothing acked lost and the retained
+presence right on every node. A hub drained with SIGTERM: its devices get
+1001 and come back through the load balancer on the other hub, online.
+Skipped with a message where nats-server is not installed (tools/setup
+installs it)."""
 
 import json
 import os
@@ -49,6 +53,33 @@ class Mqtt3:
         self.c.disconnect()
 
 
+def retained3(port, topic, pred, timeout, what):
+    """The retained message on topic as a fresh MQTT 3.1.1 subscriber on
+    port gets it (JSON), polled with a new subscriber per try until pred
+    holds (a retained message is sent only on SUBSCRIBE)."""
+    seen = {}
+
+    def once():
+        m = Mqtt3(port)
+        try:
+            m.sub(topic)
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                got = [p for t, p, r in list(m.msgs) if t == topic and r and p]
+                if got:
+                    seen["last"] = json.loads(got[-1])
+                    return pred(seen["last"])
+                time.sleep(0.05)
+            return False
+        finally:
+            m.close()
+    try:
+        hubfix.wait_until(once, timeout, interval=0.2, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last retained: {seen.get('last')}") from None
+    return seen["last"]
+
+
 class TestCluster(hubfix.HubTest):
 
     def setUp(self):
@@ -66,6 +97,19 @@ class TestCluster(hubfix.HubTest):
             except Exception:  # noqa: BLE001
                 pass
         super().tearDown()
+
+    def hubctl3(self, node, *args, version=3, check=True):
+        """hubctl against NATS node `node` (an MQTT 3.1.1 broker)."""
+        cmd = [hubfix.HUBCTL, "--db", self.db, "--broker",
+               f"tcp://127.0.0.1:{node}"]
+        if version:
+            cmd += ["--mqtt-version", str(version)]
+        r = subprocess.run(cmd + [str(a) for a in args], capture_output=True,
+                           timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"hubctl {args} exited {r.returncode}: "
+                                 f"{r.stderr.decode(errors='replace')}")
+        return r
 
     def mqtt3(self, port, **kw):
         m = Mqtt3(port, **kw)
@@ -153,12 +197,22 @@ class TestCluster(hubfix.HubTest):
         on2 = [d for d in c if where[d] == "h2"][0]
         on1 = [d for d in c if where[d] == "h1"][0]
 
-        # a command published on node 1 reaches the device held by the hub
-        # on node 2 (a few tries: the hub's subscription is replicated)
-        p1 = self.mqtt3(self.nodes[0])
+        # hubctl speaks MQTT 5 unless told: NATS refuses it, and hubctl
+        # says what to do; MQTT 3.1.1 has no expiry, so no offline command
+        r = self.hubctl3(self.nodes[0], "send", on2, "ping", "{}", version=None,
+                         check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(b"--mqtt-version 3", r.stderr)
+        r = self.hubctl3(self.nodes[0], "send", on2, "ping", "{}", "--retain",
+                         "--ttl", 60, check=False)
+        self.assertEqual(r.returncode, 2, r.stderr)
 
+        # a command sent with hubctl on node 1 reaches the device held by
+        # the hub on node 2 (a few tries: the hub's subscription is
+        # replicated)
         def cmd_arrives():
-            p1.pub(f"devices/{on2}/cmd/ping", b'{"n":1}')
+            r = self.hubctl3(self.nodes[0], "send", on2, "ping", '{"n":1}')
+            self.assertIn(f"devices/{on2}/cmd/ping".encode(), r.stdout)
             try:
                 c[on2].wait_op("msg", topic="cmd/ping", timeout=1)
                 return True
@@ -167,11 +221,9 @@ class TestCluster(hubfix.HubTest):
         hubfix.wait_until(cmd_arrives, 20, interval=0.2,
                           what="command across broker nodes")
 
-        # a group command (published on node 3) reaches members on both hubs
-        p3 = self.mqtt3(self.nodes[2])
-
+        # a group command (hubctl on node 3) reaches members on both hubs
         def group_arrives():
-            p3.pub("groups/east/cmd/sync", b'{"v":1}')
+            self.hubctl3(self.nodes[2], "send", "--group", "east", "sync", '{"v":1}')
             try:
                 for d in c:
                     c[d].wait_op("msg", topic="cmd/sync", timeout=1)
@@ -191,22 +243,32 @@ class TestCluster(hubfix.HubTest):
         self.assertTrue(status(on2)["online"], status(on2))
         self.assertTrue(moved.is_open())
 
-        # revocation (the retained message hubctl publishes) on every hub
-        p1.pub(f"hub/revoked/{on1}",
-               json.dumps({"before": int(time.time()), "reason": "disabled"}).encode(),
-               retain=True)
+        # hubctl device disable (MQTT 3.1.1, node 1): the retained
+        # revocation closes and refuses the device on every hub
+        self.hubctl3(self.nodes[0], "device", "disable", on1)
         self.assertEqual(c[on1].wait_closed(20), 4003)
         def refused(h):
             # an accepted upgrade means "not yet": the revocation travels
             # through the hub's own NATS node
             try:
-                return ws_refusal(h.url(on1), tok[on1])[0] == 401
+                return ws_refusal(h.url(on1), tok[on1])[0] in (401, 403)
             except AssertionError:
                 return False
         for h in hubs:
             hubfix.wait_until(lambda: refused(h), 30, interval=0.5,
                               what=f"{on1} refused on {h.hub_id}")
         self.assertTrue(moved.is_open(), "another device is not affected")
+        # enable clears the revocation everywhere
+        self.hubctl3(self.nodes[1], "device", "enable", on1)
+        def accepted(h):
+            try:
+                self.connect(h, on1, tok[on1], timeout=5).close()
+                return True
+            except Exception:  # noqa: BLE001
+                return False
+        for h in hubs:
+            hubfix.wait_until(lambda: accepted(h), 30, interval=0.5,
+                              what=f"{on1} accepted again on {h.hub_id}")
 
 
     def test_node_failure(self):
