@@ -8,10 +8,12 @@
  * the command words are collected, then dispatched to one function per
  * command. Registry access goes only through devices/registry.h (no SQL
  * here). kick and send use Paho's synchronous client with MQTT 5 (message
- * expiry for offline commands), connect with a 10 s timeout and wait for
- * the PUBACK of QoS 1. Output: human tables by default, cJSON with --json
- * (lists are streamed, one object per line, so 100k devices need no tree).
- * A new token is printed once and never anywhere else.
+ * expiry for offline commands), or MQTT 3.1.1 with --mqtt-version 3 (a
+ * broker such as NATS that speaks only 3.1.1: no expiry, so no offline
+ * commands), connect with a 10 s timeout and wait for the PUBACK of QoS 1.
+ * Output: human tables by default, cJSON with --json (lists are streamed, one
+ * object per line, so 100k devices need no tree). A new token is printed once
+ * and never anywhere else.
  *
  * Exit: 0 success, 1 failed operation, 2 bad usage. Errors are one line on
  * stderr starting "hubctl: ".
@@ -86,6 +88,7 @@ struct opts {
 	int online, retain, force, quiet;
 	const char *dir; /* fleet key directory */
 	int is_signed, broker_set;
+	int mqtt_version; /* 5, or 3 for an MQTT 3.1.1-only broker */
 	long ttl_days;
 	const char *groups[FLEET_GROUPS_MAX];
 	int ngroups;
@@ -159,6 +162,9 @@ static const char usage_text[] =
     "                               order (default " DEFAULT_BROKER ")\n"
     "  --broker-user U, --broker-password P   broker credentials (default\n"
     "                               none)\n"
+    "  --mqtt-version 5|3           MQTT version (default 5); 3 for a broker\n"
+    "                               that speaks only 3.1.1 (NATS, RabbitMQ):\n"
+    "                               no message expiry, so no --ttl/--retain\n"
     "  --prefix P                   MQTT topic prefix (default " DEFAULT_PREFIX
     ")\n"
     "  --json                       JSON output (default: tables)\n"
@@ -278,6 +284,7 @@ enum {
 	OPT_ALL,
 	OPT_GROUP_PREFIX,
 	OPT_FLEET_PREFIX,
+	OPT_MQTT_VERSION,
 };
 
 static const struct optdef optdefs[] = {
@@ -305,6 +312,7 @@ static const struct optdef optdefs[] = {
     {"all", A_NONE, OPT_ALL},
     {"group-prefix", A_VALUE, OPT_GROUP_PREFIX},
     {"fleet-prefix", A_VALUE, OPT_FLEET_PREFIX},
+    {"mqtt-version", A_VALUE, OPT_MQTT_VERSION},
 };
 
 /* One option; returns 0, EXIT_USAGE, -1 for --help, -2 for --version. */
@@ -412,6 +420,15 @@ set_opt(struct opts *o, const struct optdef *d, const char *v)
 	case OPT_FLEET_PREFIX:
 		o->fleet_prefix = v;
 		break;
+	case OPT_MQTT_VERSION: {
+		long ver;
+
+		if (parse_long(v, 3, 5, &ver) || ver == 4)
+			return usage_err(
+			    "--mqtt-version wants 5 or 3, not '%s'", v);
+		o->mqtt_version = (int)ver;
+		break;
+	}
 	}
 	return 0;
 }
@@ -1442,9 +1459,10 @@ bad:
 /*
  * Paho says only "Failure" when a connect fails: find out what failed
  * (bad URI, unknown host, refused, silent, or a broker that answered TCP
- * but not MQTT/TLS) with a resolver call and a TCP probe.
+ * but not MQTT/TLS) with a resolver call and a TCP probe. 1 if the broker
+ * accepted TCP (the MQTT or TLS handshake failed), else 0.
  */
-static void
+static int
 broker_why(const char *uri, char *why, size_t cap)
 {
 	struct addrinfo hints, *res = NULL, *ai;
@@ -1452,14 +1470,14 @@ broker_why(const char *uri, char *why, size_t cap)
 	int rc, fd, err = 0, timed_out = 0;
 
 	if (split_uri(uri, host, sizeof(host), port, sizeof(port), why, cap))
-		return;
+		return 0;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc) {
 		snprintf(why, cap, "unknown host '%s' (%s)", host,
 			 gai_strerror(rc));
-		return;
+		return 0;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
 		struct pollfd pfd;
@@ -1491,14 +1509,16 @@ broker_why(const char *uri, char *why, size_t cap)
 			break;
 	}
 	freeaddrinfo(res);
-	if (!err)
+	if (!err) {
 		snprintf(why, cap,
 			 "%s:%s accepts TCP but the MQTT%s handshake failed "
 			 "(wrong port, %s, or the broker refused us)",
 			 host, port, is_tls_uri(uri) ? "/TLS" : "",
 			 is_tls_uri(uri) ? "certificate"
 					 : "a TLS port needs ssl://");
-	else if (err == ECONNREFUSED)
+		return 1;
+	}
+	if (err == ECONNREFUSED)
 		snprintf(why, cap,
 			 "connection refused by %s:%s (is the broker running "
 			 "and listening there?)",
@@ -1509,20 +1529,26 @@ broker_why(const char *uri, char *why, size_t cap)
 	else
 		snprintf(why, cap, "cannot reach %s:%s: %s", host, port,
 			 strerror(err));
+	return 0;
 }
 
 #define MAX_BROKERS 8
 
 /*
- * Connects an MQTT 5 client to --broker, a URI or a comma list of them
- * (tried in order, like hubd); 0 or EXIT_FAIL (said why, per URI).
+ * Connects an MQTT 5 (or, with --mqtt-version 3, 3.1.1) client to
+ * --broker, a URI or a comma list of them (tried in order, like hubd); 0
+ * or EXIT_FAIL (said why, per URI).
  */
 static int
 mqtt_connect(const struct opts *o, MQTTClient *out)
 {
 	MQTTClient c = NULL;
 	MQTTClient_createOptions co = MQTTClient_createOptions_initializer;
-	MQTTClient_connectOptions conn = MQTTClient_connectOptions_initializer5;
+	MQTTClient_connectOptions conn5 =
+	    MQTTClient_connectOptions_initializer5;
+	MQTTClient_connectOptions conn3 = MQTTClient_connectOptions_initializer;
+	MQTTClient_connectOptions *conn =
+	    o->mqtt_version == 3 ? &conn3 : &conn5;
 	MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
 	MQTTResponse r = MQTTResponse_initializer;
 	char cid[64], rnd[REGISTRY_TOKEN_LEN + 1], why[512], host[256], port[8],
@@ -1561,38 +1587,73 @@ mqtt_connect(const struct opts *o, MQTTClient *out)
 	rnd[8] = '\0';
 	snprintf(cid, sizeof(cid), "hubctl-%ld-%s", (long)getpid(), rnd);
 
-	co.MQTTVersion = MQTTVERSION_5;
+	co.MQTTVersion =
+	    o->mqtt_version == 3 ? MQTTVERSION_3_1_1 : MQTTVERSION_5;
 	rc = MQTTClient_createWithOptions(
 	    &c, uris[0], cid, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
 	if (rc != MQTTCLIENT_SUCCESS) {
 		errf("bad broker URI %s: %s", uris[0], MQTTClient_strerror(rc));
 		return EXIT_FAIL;
 	}
-	MQTTClient_setPublished(c, NULL, on_published);
-	conn.keepAliveInterval = 30;
-	conn.cleanstart = 1;
-	conn.connectTimeout = MQTT_TIMEOUT_MS / 1000;
-	conn.username = o->user;
-	conn.password = o->password;
+	if (o->mqtt_version == 5)
+		MQTTClient_setPublished(c, NULL, on_published);
+	conn->keepAliveInterval = 30;
+	if (o->mqtt_version == 3) {
+		conn->MQTTVersion = MQTTVERSION_3_1_1;
+		conn->cleansession = 1;
+	} else {
+		conn->cleanstart = 1;
+	}
+	conn->connectTimeout = MQTT_TIMEOUT_MS / 1000;
+	conn->username = o->user;
+	conn->password = o->password;
 	if (n > 1) {
-		conn.serverURIs = uris;
-		conn.serverURIcount = n;
+		conn->serverURIs = uris;
+		conn->serverURIcount = n;
 	}
 	if (tls)
 		ssl.verify = 1; /* check the broker's host name too */
-	conn.ssl = &ssl;
-	r = MQTTClient_connect5(c, &conn, NULL, NULL);
+	conn->ssl = &ssl;
+	if (o->mqtt_version == 3) {
+		/* 3.1.1 CONNACK codes 1..5 come back as rc > 0 */
+		rc = MQTTClient_connect(c, conn);
+		r.reasonCode = rc == MQTTCLIENT_SUCCESS
+				   ? MQTTREASONCODE_SUCCESS
+				   : (enum MQTTReasonCodes)rc;
+	} else {
+		r = MQTTClient_connect5(c, conn, NULL, NULL);
+	}
 	if (r.reasonCode != MQTTREASONCODE_SUCCESS) {
-		if ((int)r.reasonCode >= 0) {
+		if ((int)r.reasonCode > 0 && (int)r.reasonCode < 0x80 &&
+		    o->mqtt_version == 5) {
+			/* an MQTT 5 CONNACK refuses with >= 0x80: 1..5 is a
+			 * 3.1.1 broker's CONNACK (1: unacceptable protocol
+			 * version; NATS answers so), which Paho names as v5
+			 * codes ("Granted QoS 1") */
+			errf("cannot connect to broker %s: it answered with "
+			     "an MQTT 3.1.1 refusal (code %d): a broker that "
+			     "speaks only 3.1.1 (NATS, RabbitMQ) needs "
+			     "--mqtt-version 3",
+			     o->broker, (int)r.reasonCode);
+		} else if ((int)r.reasonCode > 0 && o->mqtt_version == 3) {
+			errf("cannot connect to broker %s: the broker "
+			     "refused: MQTT 3.1.1 CONNACK code %d",
+			     o->broker, (int)r.reasonCode);
+		} else if ((int)r.reasonCode >= 0) {
 			errf("cannot connect to broker %s: the broker "
 			     "refused: %s",
 			     o->broker, MQTTReasonCode_toString(r.reasonCode));
 		} else {
+			int tcp = 0;
+
 			for (i = 0; i < n; i++) {
-				broker_why(uris[i], why, sizeof(why));
+				tcp |= broker_why(uris[i], why, sizeof(why));
 				errf("cannot connect to broker %s: %s", uris[i],
 				     why);
 			}
+			if (tcp && o->mqtt_version == 5)
+				errf("(if the broker speaks only MQTT 3.1.1 - "
+				     "NATS, RabbitMQ - add --mqtt-version 3)");
 		}
 		MQTTResponse_free(r);
 		MQTTClient_destroy(&c);
@@ -1604,17 +1665,21 @@ mqtt_connect(const struct opts *o, MQTTClient *out)
 }
 
 static void
-mqtt_close(MQTTClient c)
+mqtt_close(const struct opts *o, MQTTClient c)
 {
 	if (!c)
 		return;
-	MQTTClient_disconnect5(c, 1000, MQTTREASONCODE_SUCCESS, NULL);
+	if (o->mqtt_version == 3)
+		MQTTClient_disconnect(c, 1000);
+	else
+		MQTTClient_disconnect5(c, 1000, MQTTREASONCODE_SUCCESS, NULL);
 	MQTTClient_destroy(&c);
 }
 
 /*
- * Publishes one message with MQTT 5 and waits for its PUBACK (QoS 1).
- * ttl > 0 adds a message expiry interval. Returns 0 or EXIT_FAIL.
+ * Publishes one message and waits for its PUBACK (QoS 1). ttl > 0 adds a
+ * message expiry interval (MQTT 5 only: the callers refuse a ttl with
+ * --mqtt-version 3). Returns 0 or EXIT_FAIL.
  */
 static int
 mqtt_publish(const struct opts *o, const char *topic, const char *payload,
@@ -1630,6 +1695,10 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 		errf("payload larger than MQTT allows");
 		return EXIT_FAIL;
 	}
+	if (ttl > 0 && o->mqtt_version == 3) {
+		errf("MQTT 3.1.1 has no message expiry");
+		return EXIT_FAIL;
+	}
 	if (mqtt_connect(o, &c))
 		return EXIT_FAIL;
 	if (ttl > 0) {
@@ -1643,10 +1712,15 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 			goto out;
 		}
 	}
-	r = MQTTClient_publish5(c, topic, (int)len, payload, qos, retain,
-				&props, &tok);
-	rc = r.reasonCode;
-	MQTTResponse_free(r);
+	if (o->mqtt_version == 3) {
+		rc = MQTTClient_publish(c, topic, (int)len, payload, qos,
+					retain, &tok);
+	} else {
+		r = MQTTClient_publish5(c, topic, (int)len, payload, qos,
+					retain, &props, &tok);
+		rc = r.reasonCode;
+		MQTTResponse_free(r);
+	}
 	if (rc != MQTTCLIENT_SUCCESS) {
 		errf("publish to %s failed: %s", topic,
 		     rc < 0
@@ -1662,7 +1736,9 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 			     MQTTClient_strerror(rc));
 			goto out;
 		}
-		pr = atomic_load(&puback_rc);
+		/* 3.1.1's PUBACK has no reason code: a broker that drops
+		 * the message (an ACL) acknowledges it all the same */
+		pr = o->mqtt_version == 5 ? atomic_load(&puback_rc) : 0;
 		if (pr >= 0x80) {
 			errf("broker refused %s: %s", topic,
 			     MQTTReasonCode_toString((enum MQTTReasonCodes)pr));
@@ -1671,7 +1747,7 @@ mqtt_publish(const struct opts *o, const char *topic, const char *payload,
 	}
 	ret = 0;
 out:
-	mqtt_close(c);
+	mqtt_close(o, c);
 	MQTTProperties_free(&props);
 	return ret;
 }
@@ -1746,6 +1822,9 @@ cmd_send(const struct opts *o, const char *id, const char *rel,
 		return usage_err(
 		    "--retain needs --ttl SECS (a retained command "
 		    "must expire)");
+	if ((o->seen & O_TTL) && o->mqtt_version == 3)
+		return usage_err("--ttl needs MQTT 5 (message expiry): with "
+				 "--mqtt-version 3 commands are live only");
 	/* the device sees "cmd/TOPIC": that is what must be valid */
 	n = (size_t)snprintf(sub, sizeof(sub), "cmd/%s", rel);
 	if (n >= sizeof(sub) || !proto_topic_valid(sub, n))
@@ -1908,10 +1987,19 @@ cmd_watch(const struct opts *o)
 		 o->device ? o->device : "+");
 	if (mqtt_connect(o, &c))
 		return EXIT_FAIL;
-	so.retainAsPublished = 1; /* tell live transitions from old state */
-	r = MQTTClient_subscribe5(c, filter, 1, &so, NULL);
-	rc = r.reasonCode;
-	MQTTResponse_free(r);
+	if (o->mqtt_version == 3) {
+		/* 3.1.1 marks retained exactly the messages a new
+		 * subscription brings: the state before watch began */
+		rc = MQTTClient_subscribe(c, filter, 1);
+		if (rc == MQTTCLIENT_SUCCESS)
+			rc = 1;
+	} else {
+		/* tell live transitions from old state */
+		so.retainAsPublished = 1;
+		r = MQTTClient_subscribe5(c, filter, 1, &so, NULL);
+		rc = r.reasonCode;
+		MQTTResponse_free(r);
+	}
 	if (rc != 1 && rc != 0) {
 		errf("cannot subscribe to %s: %s", filter,
 		     rc < 0
@@ -1956,7 +2044,7 @@ cmd_watch(const struct opts *o)
 	}
 	ret = 0;
 out:
-	mqtt_close(c);
+	mqtt_close(o, c);
 	return ret;
 }
 
@@ -2125,6 +2213,7 @@ main(int argc, char **argv)
 	    .qos = 1,
 	    .group_prefix = "groups",
 	    .fleet_prefix = "fleet",
+	    .mqtt_version = 5,
 	};
 	int rc;
 

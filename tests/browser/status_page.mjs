@@ -1,5 +1,8 @@
-// status_page.mjs URL SCREENSHOT - drives Debian's chromium (headless,
-// through playwright-core; no browser download) against hubd's status page.
+// status_page.mjs URL SCREENSHOT [WSURL TOKEN] - drives Debian's chromium
+// (headless, through playwright-core; no browser download) against hubd's
+// status page. With WSURL and TOKEN, the page also opens a device session
+// the documented browser way, new WebSocket(WSURL, ["hub.v1",
+// "bearer." + TOKEN]), pings and prints "ws PROTOCOL pong".
 // Run by tests/integration/test_status_page.py, which controls the devices
 // and talks to this script over stdin/stdout, one line each:
 //   we print "online b-dev-1"  once the page shows device b-dev-1 online;
@@ -10,7 +13,7 @@
 import { chromium } from "playwright-core";
 import readline from "node:readline";
 
-const [url, shot] = process.argv.slice(2);
+const [url, shot, wsUrl, wsToken] = process.argv.slice(2);
 const DEV = "b-dev-1";
 const T = 30000; // per step; the page polls every 2 s
 
@@ -22,7 +25,9 @@ const nextLine = () => new Promise((res) => waiting.push(res));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
+  // the hub's wss listener has the test's self-signed certificate
   args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+         "--ignore-certificate-errors",
          "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
 let code = 1;
@@ -70,6 +75,24 @@ try {
                              null, { timeout: T });
   await page.waitForTimeout(2500); // one more poll: rates and chart drawn
   await page.screenshot({ path: shot, fullPage: true });
+  if (wsUrl) {
+    // a page of the hub's own origin (its 404 for "/"): the status page's
+    // CSP allows no other connect-src, and chromium's local network checks
+    // refuse loopback from a page that is not itself on loopback
+    const wsPage = await browser.newPage();
+    await wsPage.goto(wsUrl.replace(/^wss:/, "https:").replace(/\/v1\/.*/, "/"));
+    const got = await wsPage.evaluate(([u, t]) => new Promise((resolve) => {
+      const ws = new WebSocket(u, ["hub.v1", "bearer." + t]);
+      ws.onopen = () => ws.send(JSON.stringify({ op: "ping" }));
+      ws.onmessage = (ev) => {
+        const m = JSON.parse(ev.data);
+        if (m.op === "pong") { ws.close(); resolve(ws.protocol + " pong"); }
+      };
+      ws.onclose = (ev) => resolve("closed " + ev.code);
+      setTimeout(() => resolve("no pong within 20 s, state " + ws.readyState), 20000);
+    }), [wsUrl, wsToken]);
+    console.log("ws " + got);
+  }
   if (errors.length) throw new Error("page errors: " + errors.join("; "));
   console.log("done");
   code = 0;

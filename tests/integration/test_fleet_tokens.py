@@ -147,6 +147,49 @@ class TestFleetTokens(hubfix.HubTest):
         st, _ = ws_refusal(hub_c.url("s1"), tok)
         self.assertEqual(st, 401)
 
+    def test_signed_token_every_way(self):
+        """A realistic signed token (a 24-byte id, 5 groups, 90 days) works
+        in all three places docs/protocol.md names: the Authorization
+        header, ?token= and the browser's way, the subprotocol offer
+        new WebSocket(url, ["hub.v1", "bearer.<token>"]) - in either order.
+        The offer is longer than lws 4.3.5 took (a 128-byte buffer; the
+        connection was dropped unanswered): patches/
+        lws-subprotocol-list-length.patch."""
+        dev = "sensor-0123456789-abcdef"
+        groups = ["north-east-region", "firmware-beta-ring", "building-17",
+                  "floor-3-sensors", "maintenance-window-b"]
+        args = [a for g in groups for a in ("--group", g)]
+        tok = self.signed(dev, "--ttl-days", "90", *args)
+        self.assertGreater(len("hub.v1, bearer." + tok), 127, tok)
+        hubfix.log(f"signed token with 5 groups: {len(tok)} bytes")
+        with open(self.pub, "rb") as f:
+            claims = pyjwt.decode(tok, f.read(), algorithms=["ES256"])
+        self.assertEqual(claims["groups"], groups)
+        hub = self.start_hub(extra=["--token-key", self.pub,
+                                    "--auth-fail-limit", 1000])
+        for via in ("header", "query"):
+            c = self.connect(hub, dev, tok, via=via)
+            c.pub({"via": via}, qos=1, id=1)
+            c.wait_op("ack", id=1)
+            c.close()
+        for offer in (("hub.v1", "bearer." + tok), ("bearer." + tok, "hub.v1")):
+            c = self.connect(hub, dev, None, via=None, subprotocols=offer)
+            self.assertEqual(c.subprotocol, "hub.v1", offer[0][:10])
+            c.pub({"via": "subprotocol"}, qos=1, id=2)
+            c.wait_op("ack", id=2)
+            c.close()
+        # the same length, a bad signature: a 401, not a dropped connection
+        bad = tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")
+        st, _ = ws_refusal(hub.url(dev), None,
+                           subprotocols=("hub.v1", "bearer." + bad))
+        self.assertEqual(st, 401)
+        # the longest credential the hub takes (1024 bytes) still gets an
+        # answer through the subprotocol; one byte more is refused (400)
+        for n, want in ((1024, 401), (1025, 400)):
+            st, _ = ws_refusal(hub.url(dev), None,
+                               subprotocols=("hub.v1", "bearer." + "x" * n))
+            self.assertEqual(st, want, n)
+
     def test_bad_key_refused_at_start(self):
         r = subprocess.run([hubfix.HUBD, "--no-tls", "--token-key", self.priv,
                             "--db", self.db], capture_output=True, timeout=30)

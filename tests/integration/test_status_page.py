@@ -7,7 +7,9 @@ protects everything but the page files and the probes. And in a real
 browser: Debian's chromium (headless, driven by playwright-core from
 tests/browser/, pinned in its package-lock.json) sees a device go online
 and offline and finds devices by search; the screenshot is saved as
-build/status-page.png."""
+build/status-page.png. The same browser then opens a device session the
+documented browser way, a signed token (5 groups) in the subprotocol:
+new WebSocket(url, ["hub.v1", "bearer." + token])."""
 
 import json
 import os
@@ -156,7 +158,16 @@ class TestStatusPage(hubfix.HubTest):
         node_modules = os.path.join(BROWSER_DIR, "node_modules", "playwright-core")
         self.assertTrue(os.path.isdir(node_modules),
                         "tests/browser/node_modules missing: run tools/setup (npm ci)")
-        hub = self.start_hub(workers=2)
+        # a signed token with 5 groups, as a browser sends it (subprotocol)
+        keydir = os.path.join(self.tmp, "fleet")
+        self.hubctl("fleet", "init", "--dir", keydir)
+        groups = [a for g in ("north-east-region", "firmware-beta-ring", "building-17",
+                              "floor-3-sensors", "maintenance-window-b")
+                  for a in ("--group", g)]
+        jwt = self.hubctl("device", "add", "browser-dev-0123456789", "--signed",
+                          "--dir", keydir, "--ttl-days", 90, *groups).stdout.decode().strip()
+        hub = self.start_hub(workers=2, extra=["--token-key",
+                                               os.path.join(keydir, "fleet.pub")])
         # history for the events list and the chart
         self.connect(hub, "b-dev-2", self.tok["b-dev-2"]).close()
         self.connect(hub, "kettle-7", self.tok["kettle-7"])
@@ -166,7 +177,8 @@ class TestStatusPage(hubfix.HubTest):
         if os.path.exists(SHOT):
             os.unlink(SHOT)
         p = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "status_page.mjs"),
-                              f"http://127.0.0.1:{hub.http_port}/", SHOT],
+                              f"http://127.0.0.1:{hub.http_port}/", SHOT,
+                              hub.url("browser-dev-0123456789"), jwt],
                              cwd=BROWSER_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.procs.append(p)
@@ -186,6 +198,7 @@ class TestStatusPage(hubfix.HubTest):
         self.assertEqual(p.returncode, 0, why())
         self.assertIn("offline b-dev-1", out)
         self.assertIn("done", out)
+        self.assertIn("ws hub.v1 pong", out, why())
         with open(SHOT, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         hubfix.log(f"status page screenshot: {SHOT}")
