@@ -221,20 +221,33 @@ upgrade_status(struct lws *wsi, const char **why)
 	return proto_upgrade_status(&u, why);
 }
 
-int
-hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
-{
-	const struct conf *c = w->conf;
-	char uri[256], auth[PROTO_TOKEN_MAX + 16], arg[PROTO_TOKEN_MAX + 16];
-	char proto[PROTO_TOKEN_MAX + 64], origin[256], addr[REGISTRY_ADDR_MAX];
-	const char *id, *token = NULL;
-	uint64_t now = hub__mono_ms();
-	unsigned wait;
-	size_t idlen, toklen = 0;
-	const char *why;
-	int n, rc, st, first, disabled = 0;
+/*
+ * One upgrade request while it is checked. The token points into one of
+ * the header buffers; the id into uri.
+ */
+struct upgrade_req {
+	char uri[256], origin[256], addr[REGISTRY_ADDR_MAX];
+	char auth[PROTO_TOKEN_MAX + 16], arg[PROTO_TOKEN_MAX + 16];
+	char proto[PROTO_TOKEN_MAX + 64];
+	const char *id, *token;
+	size_t idlen, toklen;
+	int cert; /* a verified client certificate names the device */
+	uint64_t now;
+};
 
-	memset(&w->pending, 0, sizeof(w->pending));
+/*
+ * The request before any credential: a well-formed WebSocket upgrade, to a
+ * hub that is not draining, for /v1/devices/{id} with hub.v1 (if a
+ * subprotocol is offered) from an allowed Origin. 0 to go on, else what
+ * the callback returns (1: refused with an answer, -1: close).
+ */
+static int
+request_read(struct worker *w, struct lws *wsi, const char *up,
+	     struct upgrade_req *r)
+{
+	const char *why;
+	int n, rc, st;
+
 	if (strcasecmp(up, "websocket"))
 		return refuse(w, wsi, 400, 0, "only websocket upgrades\n");
 	st = upgrade_status(wsi, &why);
@@ -245,27 +258,40 @@ hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	}
 	if (w->draining) {
 		metrics_add(w->m, M_REFUSED_DRAINING, 1);
-		return refuse(w, wsi, 503, (unsigned)c->drain + 1,
+		return refuse(w, wsi, 503, (unsigned)w->conf->drain + 1,
 			      "hub is shutting down\n");
 	}
-	client_addr(w, wsi, addr, sizeof(addr));
+	client_addr(w, wsi, r->addr, sizeof(r->addr));
 	/* the id over the decoded path's full length: "%00" is a byte */
-	n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
-	rc = n > 0 ? proto_device_path(uri, (size_t)n, &id, &idlen)
+	n = lws_hdr_copy(wsi, r->uri, sizeof(r->uri), WSI_TOKEN_GET_URI);
+	rc = n > 0 ? proto_device_path(r->uri, (size_t)n, &r->id, &r->idlen)
 		   : HUB_ERR_NOTFOUND;
 	if (rc == HUB_ERR_NOTFOUND)
 		return refuse(w, wsi, 404, 0, "no such endpoint\n");
 	if (rc != HUB_OK)
 		return refuse(w, wsi, 404, 0,
 			      "device ids are [A-Za-z0-9_-]{1,64}\n");
-	if (subprotocols(wsi, proto, sizeof(proto), &token, &toklen))
+	if (subprotocols(wsi, r->proto, sizeof(r->proto), &r->token,
+			 &r->toklen))
 		return refuse(w, wsi, 400, 0, "subprotocol must be hub.v1\n");
 	/* a browser says where the page came from: --allowed-origins */
-	n = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN);
-	if (n < 0 || (n > 0 && !proto_origin_allowed(c->allowed_origins, origin,
-						     (size_t)n)))
+	n = lws_hdr_copy(wsi, r->origin, sizeof(r->origin), WSI_TOKEN_ORIGIN);
+	if (n < 0 || (n > 0 && !proto_origin_allowed(w->conf->allowed_origins,
+						     r->origin, (size_t)n)))
 		return refuse(w, wsi, 403, 0, "origin not allowed\n");
-	wait = authlimit_blocked(w->authlimit, addr, now);
+	return 0;
+}
+
+/*
+ * Refusals that spare the credential check: an address over the
+ * failed-auth limit (429), a full worker (503). 0 to go on, else what the
+ * callback returns.
+ */
+static int
+limits_admit(struct worker *w, struct lws *wsi, const struct upgrade_req *r)
+{
+	unsigned wait = authlimit_blocked(w->authlimit, r->addr, r->now);
+
 	if (wait) {
 		metrics_add(w->m, M_AUTH_FAIL_RATE_LIMITED, 1);
 		return refuse(w, wsi, 429, wait, "too many failed attempts\n");
@@ -274,55 +300,115 @@ hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 		metrics_add(w->m, M_REFUSED_FULL, 1);
 		return refuse(w, wsi, 503, 5, "hub is full\n");
 	}
-	if (cert_matches(w, wsi, id)) {
-		if (!registry_creds_fingerprint(w->creds, id, &disabled)) {
-			metrics_add(w->m, M_AUTH_FAIL_UNKNOWN_DEVICE, 1);
-			first = authlimit_fail(w->authlimit, addr, now);
-			log_auth_failure(w, id, addr, first, "unknown_device");
-			return refuse(w, wsi, 401, 0,
-				      "unknown device or bad token\n");
-		}
-		rc = disabled ? HUB_ERR_DISABLED : HUB_OK;
-		goto checked;
+	return 0;
+}
+
+/*
+ * The credential offered: a verified client certificate naming the device
+ * (r->cert), else a token (r->token). HUB_OK, HUB_ERR_NOTFOUND (none), or
+ * HUB_ERR_INVAL (a malformed token header or argument).
+ */
+static int
+credential_find(struct worker *w, struct lws *wsi, struct upgrade_req *r)
+{
+	r->cert = cert_matches(w, wsi, r->id);
+	if (r->cert)
+		return HUB_OK;
+	return find_token(wsi, r->auth, sizeof(r->auth), r->arg, sizeof(r->arg),
+			  &r->token, &r->toklen);
+}
+
+/*
+ * Does the credential found (found: credential_find's code) hold? HUB_OK
+ * (a signed fleet token's iat in w->pending.token_iat), HUB_ERR_DISABLED,
+ * or HUB_ERR_AUTH (unknown device, bad token).
+ */
+static int
+credential_check(struct worker *w, const struct upgrade_req *r, int found)
+{
+	int disabled = 0, rc;
+
+	if (r->cert) {
+		if (!registry_creds_fingerprint(w->creds, r->id, &disabled))
+			return HUB_ERR_AUTH;
+		return disabled ? HUB_ERR_DISABLED : HUB_OK;
 	}
-	rc = find_token(wsi, auth, sizeof(auth), arg, sizeof(arg), &token,
-			&toklen);
+	rc = found ? HUB_ERR_AUTH
+		   : registry_creds_check(w->creds, r->id, r->token, r->toklen);
+	if (rc == HUB_ERR_AUTH) /* maybe a signed fleet token */
+		rc = hub__fleet_auth(w, r->id, r->token, r->toklen,
+				     &w->pending.token_iat);
+	return rc == HUB_OK || rc == HUB_ERR_DISABLED ? rc : HUB_ERR_AUTH;
+}
+
+/*
+ * A credential that is missing (rc HUB_ERR_NOTFOUND), of a disabled device
+ * (HUB_ERR_DISABLED) or wrong: counted, logged, charged to the failed-auth
+ * limit (a disabled device's is always recorded, not charged) and refused.
+ * What the callback returns.
+ */
+static int
+credential_refuse(struct worker *w, struct lws *wsi,
+		  const struct upgrade_req *r, int rc)
+{
+	int first, known, disabled = 0;
+
 	if (rc == HUB_ERR_NOTFOUND) {
 		metrics_add(w->m, M_AUTH_FAIL_NO_CREDENTIALS, 1);
-		first = authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr, first, "no_credentials");
+		first = authlimit_fail(w->authlimit, r->addr, r->now);
+		log_auth_failure(w, r->id, r->addr, first, "no_credentials");
 		return refuse(w, wsi, 401, 0, "credentials required\n");
 	}
-	rc = rc ? HUB_ERR_AUTH
-		: registry_creds_check(w->creds, id, token, toklen);
-	if (rc == HUB_ERR_AUTH) /* maybe a signed fleet token */
-		rc = hub__fleet_auth(w, id, token, toklen,
-				     &w->pending.token_iat);
-checked:
 	if (rc == HUB_ERR_DISABLED) {
 		metrics_add(w->m, M_AUTH_FAIL_DISABLED, 1);
-		log_auth_failure(w, id, addr, 1, "disabled");
+		log_auth_failure(w, r->id, r->addr, 1, "disabled");
 		return refuse(w, wsi, 403, 0, "device disabled\n");
 	}
-	if (rc != HUB_OK) {
-		int known =
-		    registry_creds_fingerprint(w->creds, id, &disabled) != 0;
+	known = registry_creds_fingerprint(w->creds, r->id, &disabled) != 0;
+	metrics_add(w->m,
+		    known ? M_AUTH_FAIL_BAD_TOKEN : M_AUTH_FAIL_UNKNOWN_DEVICE,
+		    1);
+	first = authlimit_fail(w->authlimit, r->addr, r->now);
+	log_auth_failure(w, r->id, r->addr, first,
+			 known ? "bad_token" : "unknown_device");
+	return refuse(w, wsi, 401, 0, "unknown device or bad token\n");
+}
 
-		metrics_add(w->m,
-			    known ? M_AUTH_FAIL_BAD_TOKEN
-				  : M_AUTH_FAIL_UNKNOWN_DEVICE,
-			    1);
-		first = authlimit_fail(w->authlimit, addr, now);
-		log_auth_failure(w, id, addr, first,
-				 known ? "bad_token" : "unknown_device");
-		return refuse(w, wsi, 401, 0, "unknown device or bad token\n");
-	}
+/* The device is in: parked for FILTER_PROTOCOL_CONNECTION (auth_adopt). */
+static void
+result_park(struct worker *w, struct lws *wsi, const struct upgrade_req *r)
+{
+	int disabled = 0;
+
 	w->pending.wsi = wsi;
-	memcpy(w->pending.device, id, idlen + 1);
-	snprintf(w->pending.addr, sizeof(w->pending.addr), "%s", addr);
+	memcpy(w->pending.device, r->id, r->idlen + 1);
+	snprintf(w->pending.addr, sizeof(w->pending.addr), "%s", r->addr);
 	w->pending.fingerprint =
-	    registry_creds_fingerprint(w->creds, id, &disabled);
-	hub__groups_pending(w, id);
+	    registry_creds_fingerprint(w->creds, r->id, &disabled);
+	hub__groups_pending(w, r->id);
+}
+
+int
+hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
+{
+	struct upgrade_req r;
+	int rc;
+
+	memset(&w->pending, 0, sizeof(w->pending));
+	memset(&r, 0, sizeof(r));
+	r.now = hub__mono_ms();
+	rc = request_read(w, wsi, up, &r);
+	if (rc)
+		return rc;
+	rc = limits_admit(w, wsi, &r);
+	if (rc)
+		return rc;
+	rc = credential_find(w, wsi, &r);
+	if (rc != HUB_ERR_NOTFOUND)
+		rc = credential_check(w, &r, rc);
+	if (rc != HUB_OK)
+		return credential_refuse(w, wsi, &r, rc);
+	result_park(w, wsi, &r);
 	return 0;
 }
 
