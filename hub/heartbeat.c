@@ -26,6 +26,7 @@
 void
 hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	const uint64_t ping_ms = (uint64_t)w->conf->heartbeat * 1000;
 	const uint64_t idle_ms = (uint64_t)w->conf->idle_timeout * 1000;
 	/* the whole map every `period` ticks: once a second, or four times

@@ -30,7 +30,8 @@
  * Threads: the lws service thread, except reader_main() and what it calls
  * (the reader thread: registry_query_*, cJSON, shared metrics reads). The
  * todo and done queues are under struct ops_vh's lock; ops_req.wsi and the
- * inflight list belong to the service thread.
+ * inflight list belong to the service thread. Debug builds assert both
+ * (HUB_ASSERT_THREAD: the worker's service owner, the vhost's reader).
  */
 #include "hub_int.h"
 #include "hub_log.h"
@@ -76,6 +77,7 @@ struct ops_req {
 struct ops_vh {
 	struct worker *w;
 	pthread_t thread;
+	struct hub_thread_owner reader; /* claimed by reader_main */
 	int started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -365,17 +367,20 @@ status_json(struct worker *w, struct registry_query *q, int *status)
 	return o;
 }
 
-/* Runs one request against the registry; fills status, body, len. */
+/* Reader thread: runs one request against the registry; fills status,
+ * body, len. */
 static void
-run_req(struct worker *w, struct registry_query *q, const char *qerr,
+run_req(struct ops_vh *vh, struct registry_query *q, const char *qerr,
 	struct ops_req *r)
 {
+	struct worker *w = vh->w;
 	struct registry_query_device d;
 	struct registry_query_filter f;
 	struct event_list el;
 	cJSON *o = NULL, *a;
 	int rc = HUB_OK, more = 0;
 
+	HUB_ASSERT_THREAD(&vh->reader);
 	r->status = 500;
 	if (r->kind == R_STATUS) {
 		o = status_json(w, q, &r->status);
@@ -469,6 +474,7 @@ reader_main(void *arg)
 	char err[256] = "registry not open";
 	struct ops_req *r;
 
+	hub_thread_claim(&vh->reader, "ops reader");
 	for (;;) {
 		pthread_mutex_lock(&vh->lock);
 		while (!vh->todo && !vh->stop)
@@ -487,7 +493,7 @@ reader_main(void *arg)
 		if (!q && registry_query_open(vh->w->conf->db, &q, err,
 					      sizeof(err)) != HUB_OK)
 			q = NULL;
-		run_req(vh->w, q, err, r);
+		run_req(vh, q, err, r);
 		if (q && r->status == 500) { /* start afresh next time */
 			registry_query_close(q);
 			q = NULL;
@@ -503,6 +509,7 @@ reader_main(void *arg)
 		wake_service(vh->w);
 	}
 	registry_query_close(q);
+	hub_thread_release(&vh->reader);
 	return NULL;
 }
 
@@ -855,6 +862,7 @@ hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	char msg[128];
 	int rc;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (lws_get_vhost(wsi) && lws_get_protocol(wsi))
 		vh = lws_protocol_vh_priv_get(lws_get_vhost(wsi),
 					      lws_get_protocol(wsi));

@@ -5,7 +5,10 @@
  * the lws service thread (the libev loop of the worker process), except the
  * fields marked otherwise. The bridge thread and the registry writer thread
  * reach the service thread only through their queues and
- * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED).
+ * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED). Debug builds
+ * assert it: the service thread claims worker->service at the start of
+ * hub__worker_run, and the entry points of the service thread's files
+ * check HUB_ASSERT_THREAD(&w->service) (common/hub_thread.h).
  */
 #ifndef HUB_INT_H
 #define HUB_INT_H
@@ -21,6 +24,7 @@
 #include "uplimit.h"
 #include "bridge.h"
 #include "conf.h"
+#include "hub_thread.h"
 #include "hub_util.h"
 #include "metrics.h"
 #include "registry.h"
@@ -101,6 +105,9 @@ struct pending_auth {
 };
 
 struct worker {
+	/* the lws service thread, claimed in hub__worker_run: what this file
+	 * says is the service thread's asserts it (HUB_ASSERT_THREAD) */
+	struct hub_thread_owner service;
 	const struct conf *conf;
 	int argc; /* hubd's, to re-read the configuration on SIGHUP */
 	char **argv;

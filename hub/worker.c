@@ -47,6 +47,7 @@ destroy_context(struct worker *w)
 {
 	struct lws_context *ctx;
 
+	HUB_ASSERT_THREAD(&w->service);
 	pthread_mutex_lock(&w->ctx_lock);
 	ctx = w->ctx;
 	w->ctx = NULL;
@@ -74,6 +75,7 @@ static const struct lws_protocols http_protocols[] = {
 static void
 begin_drain(struct worker *w)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	if (w->draining)
 		return;
 	w->draining = 1;
@@ -196,6 +198,7 @@ hub__sample_gauges(struct worker *w)
 {
 	struct bridge_stats st;
 
+	HUB_ASSERT_THREAD(&w->service);
 	bridge_get_stats(w->bridge, &st);
 	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
 	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t) !!st.connected);
@@ -299,6 +302,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	int rc = 1;
 
 	memset(&w, 0, sizeof(w));
+	hub_thread_claim(&w.service, "service");
 	pthread_mutex_init(&w.ctx_lock, NULL);
 	the_worker = &w;
 	w.conf = c;
