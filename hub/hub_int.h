@@ -241,10 +241,6 @@ int hub__worker_run(const struct conf *c, int index, int nworkers,
 		    struct metrics *metrics, int ready_fd, int argc,
 		    char **argv, struct authlimit *authlimit);
 
-/* 0 if the PEM certificate and key parse and belong together, else an
- * mbedTLS code and why. Any thread. */
-int hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap);
-
 /* instance.c: one hubd per --listen, --http, and --db + --hub-id */
 struct hub_instance {
 	int fd_listen, fd_http, fd_db;
