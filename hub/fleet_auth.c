@@ -1,5 +1,5 @@
 /*
- * fleet_auth.c - signed fleet tokens in hubd: the auth hook that session.c
+ * fleet_auth.c - signed fleet tokens in hubd: the auth hook that auth.c
  * calls when the registry does not know a token, and the revocations that
  * arrive as retained hub/revoked/{id} messages.
  *

@@ -53,7 +53,7 @@ hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 			quiet = now_ms - s->last_rx_ms;
 			if (quiet >= idle_ms) {
 				/* no close frame: the peer is gone or stuck;
-				 * on_closed() names it "timeout" */
+				 * hub__sess_closed() names it "timeout" */
 				lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK,
 						LWS_TO_KILL_ASYNC);
 				continue;

@@ -99,15 +99,15 @@ hub__sess_close(struct sess *s, int code, const char *reason)
  * The one owner of the question "which session of device X is current, and
  * may this close publish presence?". Every path that learns of a newer
  * session of the device calls sess_supersede(): a new session on this
- * worker (on_established), or the hub/sessions announcement of one on
- * another worker or hub (on_session_ev). It applies in any state: live, or
- * already closing - kicked or disabled with its socket full or its peer
- * dead, which can last until the idle timeout. A superseded session closes
- * as "replaced" and publishes no presence, because its successor already
- * published "online" and an "offline" with a higher seq would override it.
- * on_closed asks sess_publishes_presence(); the registry writer confirms
- * the answer against the registry before it publishes (writer.c,
- * confirm_offline: "is there a newer open session?").
+ * worker (hub__sess_established), or the hub/sessions announcement of one
+ * on another worker or hub (hub__sess_session_ev). It applies in any
+ * state: live, or already closing - kicked or disabled with its socket full
+ * or its peer dead, which can last until the idle timeout. A superseded
+ * session closes as "replaced" and publishes no presence, because its
+ * successor already published "online" and an "offline" with a higher seq
+ * would override it. hub__sess_closed asks sess_publishes_presence(); the
+ * registry writer confirms the answer against the registry before it
+ * publishes (writer.c, confirm_offline: "is there a newer open session?").
  */
 static void
 sess_supersede(struct sess *s)
@@ -171,7 +171,7 @@ hub__sess_established(struct worker *w, struct sess *s, struct lws *wsi)
 	}
 	map_insert(w, s);
 	/* nothing of the device reaches the broker before its online status:
-	 * reading resumes once the writer has queued it (on_opened) */
+	 * reading resumes once the writer has queued it (hub__sess_opened) */
 	lws_rx_flow_control(wsi, 0);
 	w->nsessions++;
 	metrics_add(w->m, M_SESSIONS_ACCEPTED, 1);

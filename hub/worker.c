@@ -59,7 +59,7 @@ destroy_context(struct worker *w)
  * rx_buffer_size is allocated for every connection at the upgrade (lws's
  * ws->rx_ubuf) and held while it lives, idle or not: 1024 instead of 4096
  * took an idle ws device from 6.7 to 3.8 KiB (tools/bench idle, 5000
- * devices). Larger messages arrive in 1 KiB pieces that session.c already
+ * devices). Larger messages arrive in 1 KiB pieces that uplink.c already
  * reassembles. tx_packet_size is set on its own, so writes are not cut to
  * the receive size.
  */
@@ -218,7 +218,7 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 		info.ssl_private_key_filepath = c->tls_key;
 		if (c->device_ca[0]) {
 			/* asks for a client certificate; lws+mbedTLS makes it
-			 * optional, session.c checks the result itself */
+			 * optional, auth.c checks the result itself */
 			info.ssl_ca_filepath = c->device_ca;
 			info.options |=
 			    LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
