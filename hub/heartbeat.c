@@ -17,7 +17,7 @@
  * a WebSocket ping (at most one per --heartbeat); one silent for
  * --idle-timeout seconds (no frame of any kind, pongs included) is closed
  * as "timeout". A session that is already closing is bounded by an lws
- * timeout set in sess_close() instead.
+ * timeout set in hub__sess_close() instead.
  *
  * Threads: the lws service thread only (called from the worker's tick).
  */
@@ -26,6 +26,7 @@
 void
 hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	const uint64_t ping_ms = (uint64_t)w->conf->heartbeat * 1000;
 	const uint64_t idle_ms = (uint64_t)w->conf->idle_timeout * 1000;
 	/* the whole map every `period` ticks: once a second, or four times
@@ -52,7 +53,7 @@ hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 			quiet = now_ms - s->last_rx_ms;
 			if (quiet >= idle_ms) {
 				/* no close frame: the peer is gone or stuck;
-				 * on_closed() names it "timeout" */
+				 * hub__sess_closed() names it "timeout" */
 				lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK,
 						LWS_TO_KILL_ASYNC);
 				continue;

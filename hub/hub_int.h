@@ -5,7 +5,10 @@
  * the lws service thread (the libev loop of the worker process), except the
  * fields marked otherwise. The bridge thread and the registry writer thread
  * reach the service thread only through their queues and
- * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED).
+ * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED). Debug builds
+ * assert it: the service thread claims worker->service at the start of
+ * hub__worker_run, and the entry points of the service thread's files
+ * check HUB_ASSERT_THREAD(&w->service) (common/hub_thread.h).
  */
 #ifndef HUB_INT_H
 #define HUB_INT_H
@@ -21,6 +24,7 @@
 #include "uplimit.h"
 #include "bridge.h"
 #include "conf.h"
+#include "hub_thread.h"
 #include "hub_util.h"
 #include "metrics.h"
 #include "registry.h"
@@ -101,6 +105,9 @@ struct pending_auth {
 };
 
 struct worker {
+	/* the lws service thread, claimed in hub__worker_run: what this file
+	 * says is the service thread's asserts it (HUB_ASSERT_THREAD) */
+	struct hub_thread_owner service;
 	const struct conf *conf;
 	int argc; /* hubd's, to re-read the configuration on SIGHUP */
 	char **argv;
@@ -191,20 +198,26 @@ void hub__groups_free(struct worker *w);
 /* A group (e->device) or fleet ("") command: to every live member. */
 void hub__group_cmd(struct worker *w, const struct bridge_ev *e);
 
-/* session.c */
-/* Queues a frame to a live session (sess_send): 0 or -1. */
+/* The device sessions (session.c, auth.c, uplink.c, downlink.c,
+ * lifecycle.c; their shared declarations are in session_int.h). */
+/* downlink.c: queues a frame to a live session: 0, or -1 when it was
+ * dropped (and counted). */
 int hub__sess_send(struct sess *s, const void *data, size_t len, int binary);
+/* session.c: the lws protocol callback of "hub.v1". */
 int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 void *user, void *in, size_t len);
-/* Handles bridge events and new credentials: EVENT_WAIT_CANCELLED. */
+/* session.c: handles bridge events and new credentials:
+ * EVENT_WAIT_CANCELLED. */
 void hub__service_wake(struct worker *w);
-/* One step of the drain: closes this tick's share of sessions. */
+/* lifecycle.c: one step of the drain: closes this tick's share of
+ * sessions. */
 void hub__drain_step(struct worker *w);
 /* heartbeat.c: pings and the idle cut for a tenth of the device map; each
  * 100 ms tick. Service thread. */
 void hub__heartbeat_step(struct worker *w, uint64_t now_ms);
-/* Refreshes the gauges that are sampled rather than counted. */
+/* worker.c: refreshes the gauges that are sampled rather than counted. */
 void hub__sample_gauges(struct worker *w);
+/* lifecycle.c: the device map */
 int hub__map_init(struct worker *w, size_t expected);
 void hub__map_free(struct worker *w);
 
@@ -227,10 +240,6 @@ int hub__http_token_read(const char *path, char *out, size_t cap, size_t *len,
 int hub__worker_run(const struct conf *c, int index, int nworkers,
 		    struct metrics *metrics, int ready_fd, int argc,
 		    char **argv, struct authlimit *authlimit);
-
-/* 0 if the PEM certificate and key parse and belong together, else an
- * mbedTLS code and why. Any thread. */
-int hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap);
 
 /* instance.c: one hubd per --listen, --http, and --db + --hub-id */
 struct hub_instance {
