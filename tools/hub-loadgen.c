@@ -22,15 +22,36 @@
  * Uplink frames carry "ts":<unix ns> in the payload, so an end-to-end latency
  * subscriber (mqttsub) can measure broker delivery.
  *
+ * TLS (wss): --tls 1.2|1.3 forces the version (default: negotiate), and
+ * --resume makes each device offer its own previous session on every
+ * reconnect (a TLS 1.2 ticket, or the TLS 1.3 ticket the hub sent after the
+ * handshake). lws 4.3.5's own client session cache keys sessions by vhost,
+ * host and port, one entry for a whole fleet, and never sees TLS 1.3
+ * tickets, so it is turned off and this file drives mbedTLS directly: the
+ * link wraps (tools/CMakeLists.txt, --wrap) lws_tls_client_connect() (to
+ * know which device handshakes), SSL_connect() of lws's mbedTLS wrapper
+ * (before the first handshake step: version, session; after the last: the
+ * TLS 1.2 session kept), mbedtls_ssl_read() (TLS 1.3 NewSessionTicket: kept,
+ * then the read goes on, where lws would take the signal for an error) and
+ * mbedtls_x509_crt_parse_der{,_nocopy}() (the server sent a certificate:
+ * the handshake was a full one; a resumed handshake has none, in both
+ * versions).
+ *
  * Threads: each process is single-threaded; the shared stats of a child are
  * written only by that child (relaxed atomics) and read by the parent.
  */
+/* the session's and context's fields below (version, conf) are private in
+ * mbedTLS 3; this file reads them only to steer its own client contexts */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
+
 #include "hub_util.h"
 #include "proto.h"
 
 #include <cjson/cJSON.h>
 #include <ev.h>
 #include <libwebsockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -67,6 +88,10 @@ struct lg_stats {
 	long reason_n[LG_REASONS];
 	char reason[LG_REASONS][LG_REASON_LEN];
 	unsigned long long hs[LG_HBUCKETS]; /* handshake µs histogram */
+	/* wss: established after a full / a resumed TLS handshake, sessions
+	 * offered, negotiated version; handshake µs histograms of each kind */
+	long tls_full, tls_resumed, tls_offered, tls12, tls13, tls_certs;
+	unsigned long long hs_full[LG_HBUCKETS], hs_res[LG_HBUCKETS];
 	long peak;	     /* most devices of this process up at once */
 	uint64_t t_all_up;   /* monotonic µs: every device of it first up */
 	uint64_t t_storm;    /* monotonic µs of the storm */
@@ -85,6 +110,9 @@ struct opts {
 	char topic[128], src_ips[64], path[256];
 	long n, procs, ramp, max_pending, duration, payload, qos, binary;
 	long storm_at, storm_jitter_ms, reconnect, insecure, quiet, messages;
+	long tls;     /* wss (from --url) */
+	long tls_ver; /* 0: negotiate, 12, 13 */
+	long resume;
 	double rate;
 };
 
@@ -98,8 +126,12 @@ struct lg_dev {
 	unsigned pending; /* uplink frames due, not yet written */
 	uint32_t *acks;	  /* downlink ids to ack, in order */
 	unsigned nacks;
-	unsigned char state; /* 0 idle, 1 connecting, 2 up, 3 closing */
-	unsigned char storm; /* counts toward the storm's "back" figure */
+	mbedtls_ssl_session *sess; /* --resume: the last session, to offer */
+	unsigned char offered;	   /* this attempt offered sess */
+	unsigned char saw_cert;	   /* this attempt's server sent a cert */
+	unsigned char tls_v;	   /* 12 or 13: this attempt's TLS version */
+	unsigned char state;	   /* 0 idle, 1 connecting, 2 up, 3 closing */
+	unsigned char storm;	   /* counts toward the storm's "back" figure */
 };
 
 struct child {
@@ -199,6 +231,158 @@ rnd32(void)
 	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 		r = (uint32_t)random();
 	return r;
+}
+
+/* ---- TLS: version and resumption, through lws's mbedTLS wrapper ---------- */
+
+struct ssl_st; /* SSL of lws's mbedTLS wrapper */
+mbedtls_ssl_context *SSL_mbedtls_ssl_context_from_SSL(struct ssl_st *ssl);
+
+/* the wrapped functions (ld --wrap: calls from lws and mbedTLS objects to
+ * NAME reach __wrap_NAME; __real_NAME is the original) */
+int __real_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen);
+int __wrap_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen);
+int __real_SSL_connect(struct ssl_st *ssl);
+int __wrap_SSL_connect(struct ssl_st *ssl);
+int __real_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			    size_t len);
+int __wrap_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			    size_t len);
+int __real_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				      const unsigned char *buf, size_t len);
+int __wrap_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				      const unsigned char *buf, size_t len);
+int __real_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					     const unsigned char *buf,
+					     size_t len);
+int __wrap_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					     const unsigned char *buf,
+					     size_t len);
+
+static struct lg_dev *tls_dev; /* whose lws_tls_client_connect() runs */
+static int tls_in_hs;	       /* inside mbedTLS's handshake steps */
+
+/* keeps the session of ssl as d's next offer; a failure keeps the old one */
+static void
+keep_session(struct lg_dev *d, mbedtls_ssl_context *ssl)
+{
+	mbedtls_ssl_session *s = d->sess;
+
+	if (!s) {
+		s = malloc(sizeof(*s));
+		if (!s)
+			return;
+		mbedtls_ssl_session_init(s);
+	} else {
+		mbedtls_ssl_session_free(s);
+		mbedtls_ssl_session_init(s);
+	}
+	if (mbedtls_ssl_get_session(ssl, s)) {
+		mbedtls_ssl_session_free(s);
+		free(s);
+		s = NULL;
+	}
+	d->sess = s;
+}
+
+int
+__wrap_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen)
+{
+	int n;
+
+	tls_dev = lws_get_opaque_user_data(wsi);
+	n = __real_lws_tls_client_connect(wsi, errbuf, elen);
+	tls_dev = NULL;
+	return n;
+}
+
+int
+__wrap_SSL_connect(struct ssl_st *s)
+{
+	mbedtls_ssl_context *ssl = SSL_mbedtls_ssl_context_from_SSL(s);
+	struct child *c = the_child;
+	struct lg_dev *d = tls_dev;
+	int n;
+
+	if (d && c && !mbedtls_ssl_get_user_data_p(ssl)) {
+		/* the first step of this connection's handshake: its config
+		 * is its own (the wrapper makes one per SSL) */
+		mbedtls_ssl_config *conf =
+		    (mbedtls_ssl_config *)ssl->MBEDTLS_PRIVATE(conf);
+		mbedtls_ssl_protocol_version v =
+		    c->o->tls_ver == 12	  ? MBEDTLS_SSL_VERSION_TLS1_2
+		    : c->o->tls_ver == 13 ? MBEDTLS_SSL_VERSION_TLS1_3
+					  : MBEDTLS_SSL_VERSION_UNKNOWN;
+
+		mbedtls_ssl_set_user_data_p(ssl, d);
+		d->offered = 0;
+		d->saw_cert = 0;
+		if (v != MBEDTLS_SSL_VERSION_UNKNOWN) {
+			mbedtls_ssl_conf_min_tls_version(conf, v);
+			mbedtls_ssl_conf_max_tls_version(conf, v);
+			/* set from the config at mbedtls_ssl_setup() */
+			ssl->MBEDTLS_PRIVATE(tls_version) = v;
+		}
+		if (c->o->resume && v != MBEDTLS_SSL_VERSION_TLS1_2)
+			/* TLS 1.3 tickets come after the handshake, through
+			 * mbedtls_ssl_read() (below) */
+			mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+			    conf,
+			    MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+		if (c->o->resume && d->sess &&
+		    (v == MBEDTLS_SSL_VERSION_UNKNOWN ||
+		     d->sess->MBEDTLS_PRIVATE(tls_version) == v) &&
+		    !mbedtls_ssl_set_session(ssl, d->sess))
+			d->offered = 1;
+	}
+	tls_in_hs = 1;
+	n = __real_SSL_connect(s);
+	tls_in_hs = 0;
+	if (n == 1 && d && c) {
+		d->tls_v = mbedtls_ssl_get_version_number(ssl) ==
+				   MBEDTLS_SSL_VERSION_TLS1_2
+			       ? 12
+			       : 13;
+		if (c->o->resume && d->tls_v == 12)
+			keep_session(d, ssl); /* its ticket came in the
+					       * handshake */
+	}
+	return n;
+}
+
+int
+__wrap_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			size_t len)
+{
+	int n;
+
+	/* only enabled with --resume: keep the ticket, read on */
+	while ((n = __real_mbedtls_ssl_read(ssl, buf, len)) ==
+	       MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+		struct lg_dev *d = mbedtls_ssl_get_user_data_p(ssl);
+
+		if (d)
+			keep_session(d, ssl);
+	}
+	return n;
+}
+
+int
+__wrap_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				  const unsigned char *buf, size_t len)
+{
+	if (tls_in_hs && tls_dev)
+		tls_dev->saw_cert = 1;
+	return __real_mbedtls_x509_crt_parse_der(chain, buf, len);
+}
+
+int
+__wrap_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					 const unsigned char *buf, size_t len)
+{
+	if (tls_in_hs && tls_dev)
+		tls_dev->saw_cert = 1;
+	return __real_mbedtls_x509_crt_parse_der_nocopy(chain, buf, len);
 }
 
 /* ---- one child: its devices on one loop ---------------------------------- */
@@ -441,6 +625,29 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		d->attempt = 0;
 		__atomic_add_fetch(&c->st->hs[hist_bucket(now - d->t_connect)],
 				   1, __ATOMIC_RELAXED);
+		if (c->tls) {
+			/* resumed: no certificate from the server */
+			int res = d->offered && !d->saw_cert;
+
+			__atomic_add_fetch(
+			    res ? &c->st
+				       ->hs_res[hist_bucket(now - d->t_connect)]
+				: &c->st->hs_full[hist_bucket(now -
+							      d->t_connect)],
+			    1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(res ? &c->st->tls_resumed
+					       : &c->st->tls_full,
+					   1, __ATOMIC_RELAXED);
+			if (d->offered)
+				__atomic_add_fetch(&c->st->tls_offered, 1,
+						   __ATOMIC_RELAXED);
+			if (d->saw_cert)
+				__atomic_add_fetch(&c->st->tls_certs, 1,
+						   __ATOMIC_RELAXED);
+			__atomic_add_fetch(d->tls_v == 12 ? &c->st->tls12
+							  : &c->st->tls13,
+					   1, __ATOMIC_RELAXED);
+		}
 		__atomic_add_fetch(&c->st->connected, 1, __ATOMIC_RELAXED);
 		if (c->up > c->st->peak)
 			__atomic_store_n(&c->st->peak, c->up, __ATOMIC_RELAXED);
@@ -692,8 +899,11 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
-	info.options =
-	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_LIBEV;
+	/* lws's session cache would offer one session for the whole fleet:
+	 * --resume keeps one per device instead (see the top) */
+	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+		       LWS_SERVER_OPTION_LIBEV |
+		       LWS_SERVER_OPTION_DISABLE_TLS_SESSION_CACHE;
 	info.foreign_loops = foreign;
 	info.fd_limit_per_thread = (unsigned)ndev + 64;
 	/* a handshake queued behind a busy server is not a failure yet */
@@ -718,8 +928,12 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	ev_signal_stop(c.loop, &sig_term);
 	ev_signal_stop(c.loop, &sig_int);
 	lws_context_destroy(c.ctx);
-	for (long i = 0; i < ndev; i++)
+	for (long i = 0; i < ndev; i++) {
 		free(dev[i].acks);
+		if (dev[i].sess)
+			mbedtls_ssl_session_free(dev[i].sess);
+		free(dev[i].sess);
+	}
 	__atomic_store_n(&st->done, 1, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -820,6 +1034,12 @@ usage(FILE *f)
 	    "                     and reconnect; without --duration the "
 	    "run ends when all are back\n"
 	    "  --storm-jitter MS  within MS milliseconds, uniformly (5000)\n"
+	    "  --tls 1.2|1.3      wss: force this TLS version (default: "
+	    "negotiate)\n"
+	    "  --resume           wss: every reconnect (after a storm too) "
+	    "offers the\n"
+	    "                     device's previous TLS session (1.2 ticket "
+	    "or 1.3 PSK)\n"
 	    "  --ca FILE --servername NAME --insecure\n"
 	    "  --json FILE        write the report as JSON too\n"
 	    "  --quiet            no progress lines\n");
@@ -862,6 +1082,25 @@ parse_args(struct opts *o, int argc, char **argv)
 			continue;
 		} else if (!strcmp(a, "--no-reconnect")) {
 			o->reconnect = 0;
+			continue;
+		} else if (!strcmp(a, "--resume")) {
+			o->resume = 1;
+			continue;
+		} else if (!strcmp(a, "--tls")) {
+			if (!v)
+				goto missing;
+			if (!strcmp(v, "1.2"))
+				o->tls_ver = 12;
+			else if (!strcmp(v, "1.3"))
+				o->tls_ver = 13;
+			else {
+				fprintf(stderr,
+					"hub-loadgen: --tls 1.2 or 1.3, not "
+					"%s\n",
+					v);
+				return -1;
+			}
+			i++;
 			continue;
 		}
 		if (!strcmp(a, "--url"))
@@ -979,6 +1218,16 @@ sum_stats(struct lg_stats *all, const struct lg_stats *st, long procs)
 		ADD(err);
 		ADD(received);
 		ADD(pings_ok);
+		ADD(tls_full);
+		ADD(tls_resumed);
+		ADD(tls_offered);
+		ADD(tls12);
+		ADD(tls13);
+		ADD(tls_certs);
+		for (i = 0; i < LG_HBUCKETS; i++) {
+			ADD(hs_full[i]);
+			ADD(hs_res[i]);
+		}
 		for (i = 0; i < 8; i++) {
 			ADD(close_codes[i]);
 			ADD(errs[i]);
@@ -1046,6 +1295,20 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 	printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "handshake",
 	       hist_pct(a->hs, 0.5) / 1000.0, hist_pct(a->hs, 0.99) / 1000.0,
 	       hist_pct(a->hs, 1.0) / 1000.0);
+	if (o->tls) {
+		printf("  %-28s %ld full, %ld resumed (%ld offered); TLS 1.2 "
+		       "%ld, 1.3 %ld\n",
+		       "TLS handshakes", a->tls_full, a->tls_resumed,
+		       a->tls_offered, a->tls12, a->tls13);
+		printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n",
+		       "  full handshake", hist_pct(a->hs_full, 0.5) / 1000.0,
+		       hist_pct(a->hs_full, 0.99) / 1000.0,
+		       hist_pct(a->hs_full, 1.0) / 1000.0);
+		printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n",
+		       "  resumed handshake", hist_pct(a->hs_res, 0.5) / 1000.0,
+		       hist_pct(a->hs_res, 0.99) / 1000.0,
+		       hist_pct(a->hs_res, 1.0) / 1000.0);
+	}
 	printf("  %-28s %ld\n", "sent", a->sent);
 	printf("  %-28s %ld\n", "acked", a->acked);
 	printf("  %-28s %ld\n", "errors", a->err);
@@ -1086,6 +1349,44 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 	cJSON_AddNumberToObject(x, "p50", hist_pct(a->hs, 0.5) / 1000.0);
 	cJSON_AddNumberToObject(x, "p99", hist_pct(a->hs, 0.99) / 1000.0);
 	cJSON_AddNumberToObject(x, "max", hist_pct(a->hs, 1.0) / 1000.0);
+	if (o->tls) {
+		cJSON *tl = cJSON_AddObjectToObject(j, "tls");
+
+		if (o->tls_ver)
+			cJSON_AddStringToObject(tl, "version_forced",
+						o->tls_ver == 12 ? "1.2"
+								 : "1.3");
+		else
+			cJSON_AddNullToObject(tl, "version_forced");
+		cJSON_AddBoolToObject(tl, "resume", o->resume != 0);
+		cJSON_AddNumberToObject(tl, "handshakes_full",
+					(double)a->tls_full);
+		cJSON_AddNumberToObject(tl, "handshakes_resumed",
+					(double)a->tls_resumed);
+		cJSON_AddNumberToObject(tl, "sessions_offered",
+					(double)a->tls_offered);
+		/* handshakes in which the server sent its certificate: each
+		 * full one, none of the resumed */
+		cJSON_AddNumberToObject(tl, "server_certificates",
+					(double)a->tls_certs);
+		x = cJSON_AddObjectToObject(tl, "negotiated");
+		cJSON_AddNumberToObject(x, "1.2", (double)a->tls12);
+		cJSON_AddNumberToObject(x, "1.3", (double)a->tls13);
+		x = cJSON_AddObjectToObject(tl, "full_ms");
+		cJSON_AddNumberToObject(x, "p50",
+					hist_pct(a->hs_full, 0.5) / 1000.0);
+		cJSON_AddNumberToObject(x, "p99",
+					hist_pct(a->hs_full, 0.99) / 1000.0);
+		cJSON_AddNumberToObject(x, "max",
+					hist_pct(a->hs_full, 1.0) / 1000.0);
+		x = cJSON_AddObjectToObject(tl, "resumed_ms");
+		cJSON_AddNumberToObject(x, "p50",
+					hist_pct(a->hs_res, 0.5) / 1000.0);
+		cJSON_AddNumberToObject(x, "p99",
+					hist_pct(a->hs_res, 0.99) / 1000.0);
+		cJSON_AddNumberToObject(x, "max",
+					hist_pct(a->hs_res, 1.0) / 1000.0);
+	}
 	cJSON_AddNumberToObject(j, "sent", (double)a->sent);
 	cJSON_AddNumberToObject(j, "acked", (double)a->acked);
 	cJSON_AddNumberToObject(j, "errors", (double)a->err);
@@ -1158,6 +1459,12 @@ main(int argc, char **argv)
 		return 2;
 	}
 	tls = !strcmp(prot, "wss");
+	o.tls = tls;
+	if (!tls && (o.tls_ver || o.resume)) {
+		fprintf(stderr, "hub-loadgen: --tls and --resume need a "
+				"wss:// --url\n");
+		return 2;
+	}
 	if (load_creds(o.creds, o.n, &cr)) {
 		fprintf(stderr, "hub-loadgen: no id,token lines in %s\n",
 			o.creds);
