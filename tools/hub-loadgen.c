@@ -82,6 +82,7 @@
 /* what a child reports; written by that child only */
 struct lg_stats {
 	long connected, attempts, failed, closed_unexpected, storm_back;
+	long closed_before_storm; /* closed_unexpected when it stormed */
 	long sent, acked, err, received, pings_ok;
 	long close_codes[8]; /* 1000 1001 1008 1009 4001 4003 4004 other */
 	long errs[8];	     /* by err code, see err_names */
@@ -109,7 +110,8 @@ struct opts {
 	char url[512], creds[512], json[512], ca[512], servername[256];
 	char topic[128], src_ips[64], path[256];
 	long n, procs, ramp, max_pending, duration, payload, qos, binary;
-	long storm_at, storm_jitter_ms, reconnect, insecure, quiet, messages;
+	long storm_at, storm_after, storm_jitter_ms, reconnect, insecure, quiet;
+	long messages;
 	long tls;     /* wss (from --url) */
 	long tls_ver; /* 0: negotiate, 12, 13 */
 	long resume;
@@ -137,6 +139,8 @@ struct lg_dev {
 struct child {
 	const struct opts *o;
 	struct lg_stats *st;
+	const struct lg_stats *fleet; /* every child's, read only */
+	long nprocs;
 	struct lg_dev *dev;
 	long ndev, next_start, pending_hs, up;
 	double ramp_credit;
@@ -758,7 +762,28 @@ storm(struct child *c, uint64_t now)
 			1000;
 	}
 	c->storm_done = 1;
+	__atomic_store_n(
+	    &c->st->closed_before_storm,
+	    __atomic_load_n(&c->st->closed_unexpected, __ATOMIC_RELAXED),
+	    __ATOMIC_RELAXED);
 	__atomic_store_n(&c->st->t_storm, now, __ATOMIC_RELAXED);
+}
+
+/* monotonic µs when the last process had all its devices up; 0: not yet */
+static uint64_t
+fleet_up(const struct child *c)
+{
+	uint64_t up = 0, t;
+	long p;
+
+	for (p = 0; p < c->nprocs; p++) {
+		t = __atomic_load_n(&c->fleet[p].t_all_up, __ATOMIC_RELAXED);
+		if (!t)
+			return 0;
+		if (t > up)
+			up = t;
+	}
+	return up;
 }
 
 static void
@@ -800,11 +825,21 @@ on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 		}
 	}
 	/* the storm waits until every device of this process is up, so a
-	 * slow ramp still storms the whole fleet; without --duration the run
-	 * ends once every stormed device is back */
-	if (c->o->storm_at && !c->storm_done && c->up == c->ndev &&
-	    now >= c->t0 + (uint64_t)c->o->storm_at * 1000000)
-		storm(c, now);
+	 * slow ramp still storms the whole fleet; --storm-after counts from
+	 * the moment every process had all its devices up. Without
+	 * --duration the run ends once every stormed device is back */
+	if (!c->storm_done && c->up == c->ndev) {
+		if (c->o->storm_at &&
+		    now >= c->t0 + (uint64_t)c->o->storm_at * 1000000)
+			storm(c, now);
+		else if (c->o->storm_after) {
+			uint64_t up = fleet_up(c);
+
+			if (up &&
+			    now >= up + (uint64_t)c->o->storm_after * 1000000)
+				storm(c, now);
+		}
+	}
 	if (c->storm_done && !c->o->duration && c->up == c->ndev &&
 	    __atomic_load_n(&c->st->storm_back, __ATOMIC_RELAXED) >= c->ndev) {
 		c->t_stop = now;
@@ -855,8 +890,9 @@ on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
 }
 
 static int
-child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
-	  long ndev, int index, const char *host, int port, int tls)
+child_run(const struct opts *o, struct lg_stats *fleet, long nprocs,
+	  struct lg_dev *dev, long ndev, int index, const char *host, int port,
+	  int tls)
 {
 	struct lws_context_creation_info info;
 	struct child c;
@@ -866,7 +902,9 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 
 	memset(&c, 0, sizeof(c));
 	c.o = o;
-	c.st = st;
+	c.st = &fleet[index];
+	c.fleet = fleet;
+	c.nprocs = nprocs;
 	c.dev = dev;
 	c.ndev = ndev;
 	c.port = port;
@@ -890,7 +928,6 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 			}
 		}
 	}
-	(void)index;
 	the_child = &c;
 	c.loop = ev_loop_new(EVFLAG_AUTO | EVBACKEND_EPOLL);
 	if (!c.loop)
@@ -934,7 +971,7 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 			mbedtls_ssl_session_free(dev[i].sess);
 		free(dev[i].sess);
 	}
-	__atomic_store_n(&st->done, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&c.st->done, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -1033,6 +1070,9 @@ usage(FILE *f)
 	    "every connection\n"
 	    "                     and reconnect; without --duration the "
 	    "run ends when all are back\n"
+	    "  --storm-after S    the same, S seconds after every device of "
+	    "every process\n"
+	    "                     was up (a hold of S seconds)\n"
 	    "  --storm-jitter MS  within MS milliseconds, uniformly (5000)\n"
 	    "  --tls 1.2|1.3      wss: force this TLS version (default: "
 	    "negotiate)\n"
@@ -1137,6 +1177,8 @@ parse_args(struct opts *o, int argc, char **argv)
 			num = &o->messages;
 		else if (!strcmp(a, "--storm-at"))
 			num = &o->storm_at;
+		else if (!strcmp(a, "--storm-after"))
+			num = &o->storm_after;
 		else if (!strcmp(a, "--storm-jitter"))
 			num = &o->storm_jitter_ms;
 		else if (!strcmp(a, "--rate")) {
@@ -1186,6 +1228,11 @@ parse_args(struct opts *o, int argc, char **argv)
 				"QoS 0), --payload <= 65000, --procs <= 64\n");
 		return -1;
 	}
+	if (o->storm_at && o->storm_after) {
+		fprintf(stderr,
+			"hub-loadgen: --storm-at or --storm-after, not both\n");
+		return -1;
+	}
 	if (o->messages && o->rate <= 0) {
 		fprintf(stderr, "hub-loadgen: --messages needs --rate\n");
 		return -1;
@@ -1212,6 +1259,7 @@ sum_stats(struct lg_stats *all, const struct lg_stats *st, long procs)
 		ADD(attempts);
 		ADD(failed);
 		ADD(closed_unexpected);
+		ADD(closed_before_storm);
 		ADD(storm_back);
 		ADD(sent);
 		ADD(acked);
@@ -1269,7 +1317,8 @@ struct sample {
 
 static void
 report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
-       int ns, double elapsed, double t_all_up, double storm_back_s, long peak)
+       int ns, double elapsed, double t_all_up, double storm_back_s, long peak,
+       uint64_t storm0)
 {
 	cJSON *j = cJSON_CreateObject(), *x, *arr;
 	char *txt;
@@ -1316,9 +1365,12 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 		if (a->errs[i])
 			printf("    %-26s %ld\n", err_names[i], a->errs[i]);
 	printf("  %-28s %ld\n", "downlink received", a->received);
-	if (o->storm_at)
+	if (o->storm_at || o->storm_after) {
+		printf("  %-28s %ld\n", "  of which before the storm",
+		       a->closed_before_storm);
 		printf("  %-28s %.2f s (%ld back)\n", "storm: all back after",
 		       storm_back_s, a->storm_back);
+	}
 
 	cJSON_AddNumberToObject(j, "devices", (double)o->n);
 	cJSON_AddNumberToObject(j, "elapsed_s", elapsed);
@@ -1401,7 +1453,12 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 				(double)a->t_first_rx);
 	cJSON_AddNumberToObject(j, "downlink_last_rx_mono_us",
 				(double)a->t_last_rx);
-	if (o->storm_at) {
+	if (o->storm_at || o->storm_after) {
+		cJSON_AddNumberToObject(j,
+					"unexpected_disconnects_before_storm",
+					(double)a->closed_before_storm);
+		/* CLOCK_MONOTONIC µs of the first process's storm; 0: none */
+		cJSON_AddNumberToObject(j, "storm_mono_us", (double)storm0);
 		cJSON_AddNumberToObject(j, "storm_all_back_s", storm_back_s);
 		cJSON_AddNumberToObject(j, "storm_back", (double)a->storm_back);
 	}
@@ -1445,6 +1502,7 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	uint64_t t0;
 	double t_all_up = -1, storm_back_s = -1;
+	uint64_t storm0 = 0;
 	long peak = 0;
 	int port, tls, ns = 0, alive, rc = 0;
 	long p, per, i;
@@ -1516,7 +1574,7 @@ main(int argc, char **argv)
 		}
 		if (!pids[p]) {
 			signal(SIGINT, SIG_DFL);
-			_exit(child_run(&o, &st[p], dev + first, n, (int)p,
+			_exit(child_run(&o, st, o.procs, dev + first, n, (int)p,
 					addr, port, tls));
 		}
 	}
@@ -1534,10 +1592,11 @@ main(int argc, char **argv)
 		/* exact times from the children's clocks (one monotonic
 		 * clock for every process) */
 		{
-			uint64_t up = 0, back = 0, storm0 = UINT64_MAX;
+			uint64_t up = 0, back = 0;
 			int all_up = 1, all_back = 1;
 
 			peak = 0;
+			storm0 = UINT64_MAX;
 			for (p = 0; p < o.procs; p++) {
 				peak += st[p].peak;
 				if (!st[p].t_all_up)
@@ -1553,7 +1612,9 @@ main(int argc, char **argv)
 			}
 			if (all_up && up > t0)
 				t_all_up = (double)(up - t0) / 1e6;
-			if (all_back && storm0 != UINT64_MAX && back > storm0)
+			if (storm0 == UINT64_MAX)
+				storm0 = 0;
+			if (all_back && storm0 && back > storm0)
 				storm_back_s = (double)(back - storm0) / 1e6;
 		}
 		if (ns < LG_MAX_SECONDS) {
@@ -1590,7 +1651,7 @@ main(int argc, char **argv)
 	}
 	sum_stats(&all, st, o.procs);
 	report(&o, &all, samples, ns, (double)(hub_clock_mono_us() - t0) / 1e6,
-	       t_all_up, storm_back_s, peak);
+	       t_all_up, storm_back_s, peak, storm0);
 	free_creds(&cr);
 	free(samples);
 	free(dev);

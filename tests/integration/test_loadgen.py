@@ -94,15 +94,17 @@ class TestLoadgen(hubfix.HubTest):
         devs = self.device_list()
         self.assertEqual(sum(1 for d in devs if d["online"]), 0)
 
-    def storm_resume(self, version):
+    def storm_resume(self, version, storm):
         creds = self.provision()
         hub = self.start()
         rep, table = self.run_loadgen(hub, creds, "--tls", version,
-                                      "--resume", "--storm-at", "3",
+                                      "--resume", *storm,
                                       "--storm-jitter", "2000")
         self.assertEqual(rep["connected_peak"], N, rep)
         self.assertEqual(rep["storm_back"], N, rep)
         self.assertEqual(rep["unexpected_disconnects"], 0, rep)
+        self.assertEqual(rep["unexpected_disconnects_before_storm"], 0, rep)
+        self.assertGreater(rep["storm_mono_us"], 0, rep)
         tls = rep["tls"]
         self.assertEqual(tls["version_forced"], version, tls)
         self.assertTrue(tls["resume"], tls)
@@ -125,10 +127,11 @@ class TestLoadgen(hubfix.HubTest):
             hub.metrics().get("hub_sessions_accepted_total", 0), 2 * N)
 
     def test_storm_resume_tls12(self):
-        self.storm_resume("1.2")
+        self.storm_resume("1.2", ("--storm-at", "3"))
 
     def test_storm_resume_tls13(self):
-        self.storm_resume("1.3")
+        # --storm-after: held 2 s once every device of both processes is up
+        self.storm_resume("1.3", ("--storm-after", "2"))
 
     def test_no_resume_all_full(self):
         # without --resume nothing is offered: lws's own fleet-wide
