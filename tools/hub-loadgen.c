@@ -270,22 +270,19 @@ static int tls_in_hs;	       /* inside mbedTLS's handshake steps */
 static void
 keep_session(struct lg_dev *d, mbedtls_ssl_context *ssl)
 {
-	mbedtls_ssl_session *s = d->sess;
+	mbedtls_ssl_session *s = malloc(sizeof(*s));
 
-	if (!s) {
-		s = malloc(sizeof(*s));
-		if (!s)
-			return;
-		mbedtls_ssl_session_init(s);
-	} else {
-		mbedtls_ssl_session_free(s);
-		mbedtls_ssl_session_init(s);
-	}
+	if (!s)
+		return;
+	mbedtls_ssl_session_init(s);
 	if (mbedtls_ssl_get_session(ssl, s)) {
 		mbedtls_ssl_session_free(s);
 		free(s);
-		s = NULL;
+		return;
 	}
+	if (d->sess)
+		mbedtls_ssl_session_free(d->sess);
+	free(d->sess);
 	d->sess = s;
 }
 
