@@ -131,6 +131,15 @@ static const struct mdesc desc[M__COUNT] = {
 			    "Workers whose registry writer is retrying a "
 			    "batch now.",
 			    "gauge", NULL},
+    [M_REGISTRY_ROWS] = {"hub_registry_rows_total",
+			 "Registry writes (session opened or closed, auth "
+			 "failure, dropped downlink) committed.",
+			 "counter", NULL},
+    [M_REGISTRY_COMMITS] = {"hub_registry_commits_total",
+			    "Registry transactions committed (each a batch "
+			    "of queued writes: rows / commits is the "
+			    "group-commit factor).",
+			    "counter", NULL},
 };
 
 /* upper bounds in microseconds */

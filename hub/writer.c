@@ -257,6 +257,10 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 		}
 		if (rc == HUB_OK)
 			rc = registry_commit(w->reg);
+		if (rc == HUB_OK && w->cfg.m) {
+			metrics_add(w->cfg.m, M_REGISTRY_ROWS, n);
+			metrics_add(w->cfg.m, M_REGISTRY_COMMITS, 1);
+		}
 		if (rc == HUB_OK) {
 			if (attempts) {
 				hub_log(

@@ -22,15 +22,36 @@
  * Uplink frames carry "ts":<unix ns> in the payload, so an end-to-end latency
  * subscriber (mqttsub) can measure broker delivery.
  *
+ * TLS (wss): --tls 1.2|1.3 forces the version (default: negotiate), and
+ * --resume makes each device offer its own previous session on every
+ * reconnect (a TLS 1.2 ticket, or the TLS 1.3 ticket the hub sent after the
+ * handshake). lws 4.3.5's own client session cache keys sessions by vhost,
+ * host and port, one entry for a whole fleet, and never sees TLS 1.3
+ * tickets, so it is turned off and this file drives mbedTLS directly: the
+ * link wraps (tools/CMakeLists.txt, --wrap) lws_tls_client_connect() (to
+ * know which device handshakes), SSL_connect() of lws's mbedTLS wrapper
+ * (before the first handshake step: version, session; after the last: the
+ * TLS 1.2 session kept), mbedtls_ssl_read() (TLS 1.3 NewSessionTicket: kept,
+ * then the read goes on, where lws would take the signal for an error) and
+ * mbedtls_x509_crt_parse_der{,_nocopy}() (the server sent a certificate:
+ * the handshake was a full one; a resumed handshake has none, in both
+ * versions).
+ *
  * Threads: each process is single-threaded; the shared stats of a child are
  * written only by that child (relaxed atomics) and read by the parent.
  */
+/* the session's and context's fields below (version, conf) are private in
+ * mbedTLS 3; this file reads them only to steer its own client contexts */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS
+
 #include "hub_util.h"
 #include "proto.h"
 
 #include <cjson/cJSON.h>
 #include <ev.h>
 #include <libwebsockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -61,12 +82,17 @@
 /* what a child reports; written by that child only */
 struct lg_stats {
 	long connected, attempts, failed, closed_unexpected, storm_back;
+	long closed_before_storm; /* closed_unexpected when it stormed */
 	long sent, acked, err, received, pings_ok;
 	long close_codes[8]; /* 1000 1001 1008 1009 4001 4003 4004 other */
 	long errs[8];	     /* by err code, see err_names */
 	long reason_n[LG_REASONS];
 	char reason[LG_REASONS][LG_REASON_LEN];
 	unsigned long long hs[LG_HBUCKETS]; /* handshake µs histogram */
+	/* wss: established after a full / a resumed TLS handshake, sessions
+	 * offered, negotiated version; handshake µs histograms of each kind */
+	long tls_full, tls_resumed, tls_offered, tls12, tls13, tls_certs;
+	unsigned long long hs_full[LG_HBUCKETS], hs_res[LG_HBUCKETS];
 	long peak;	     /* most devices of this process up at once */
 	uint64_t t_all_up;   /* monotonic µs: every device of it first up */
 	uint64_t t_storm;    /* monotonic µs of the storm */
@@ -84,7 +110,11 @@ struct opts {
 	char url[512], creds[512], json[512], ca[512], servername[256];
 	char topic[128], src_ips[64], path[256];
 	long n, procs, ramp, max_pending, duration, payload, qos, binary;
-	long storm_at, storm_jitter_ms, reconnect, insecure, quiet, messages;
+	long storm_at, storm_after, storm_jitter_ms, reconnect, insecure, quiet;
+	long messages;
+	long tls;     /* wss (from --url) */
+	long tls_ver; /* 0: negotiate, 12, 13 */
+	long resume;
 	double rate;
 };
 
@@ -98,13 +128,19 @@ struct lg_dev {
 	unsigned pending; /* uplink frames due, not yet written */
 	uint32_t *acks;	  /* downlink ids to ack, in order */
 	unsigned nacks;
-	unsigned char state; /* 0 idle, 1 connecting, 2 up, 3 closing */
-	unsigned char storm; /* counts toward the storm's "back" figure */
+	mbedtls_ssl_session *sess; /* --resume: the last session, to offer */
+	unsigned char offered;	   /* this attempt offered sess */
+	unsigned char saw_cert;	   /* this attempt's server sent a cert */
+	unsigned char tls_v;	   /* 12 or 13: this attempt's TLS version */
+	unsigned char state;	   /* 0 idle, 1 connecting, 2 up, 3 closing */
+	unsigned char storm;	   /* counts toward the storm's "back" figure */
 };
 
 struct child {
 	const struct opts *o;
 	struct lg_stats *st;
+	const struct lg_stats *fleet; /* every child's, read only */
+	long nprocs;
 	struct lg_dev *dev;
 	long ndev, next_start, pending_hs, up;
 	double ramp_credit;
@@ -199,6 +235,155 @@ rnd32(void)
 	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 		r = (uint32_t)random();
 	return r;
+}
+
+/* ---- TLS: version and resumption, through lws's mbedTLS wrapper ---------- */
+
+struct ssl_st; /* SSL of lws's mbedTLS wrapper */
+mbedtls_ssl_context *SSL_mbedtls_ssl_context_from_SSL(struct ssl_st *ssl);
+
+/* the wrapped functions (ld --wrap: calls from lws and mbedTLS objects to
+ * NAME reach __wrap_NAME; __real_NAME is the original) */
+int __real_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen);
+int __wrap_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen);
+int __real_SSL_connect(struct ssl_st *ssl);
+int __wrap_SSL_connect(struct ssl_st *ssl);
+int __real_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			    size_t len);
+int __wrap_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			    size_t len);
+int __real_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				      const unsigned char *buf, size_t len);
+int __wrap_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				      const unsigned char *buf, size_t len);
+int __real_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					     const unsigned char *buf,
+					     size_t len);
+int __wrap_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					     const unsigned char *buf,
+					     size_t len);
+
+static struct lg_dev *tls_dev; /* whose lws_tls_client_connect() runs */
+static int tls_in_hs;	       /* inside mbedTLS's handshake steps */
+
+/* keeps the session of ssl as d's next offer; a failure keeps the old one */
+static void
+keep_session(struct lg_dev *d, mbedtls_ssl_context *ssl)
+{
+	mbedtls_ssl_session *s = malloc(sizeof(*s));
+
+	if (!s)
+		return;
+	mbedtls_ssl_session_init(s);
+	if (mbedtls_ssl_get_session(ssl, s)) {
+		mbedtls_ssl_session_free(s);
+		free(s);
+		return;
+	}
+	if (d->sess)
+		mbedtls_ssl_session_free(d->sess);
+	free(d->sess);
+	d->sess = s;
+}
+
+int
+__wrap_lws_tls_client_connect(struct lws *wsi, char *errbuf, size_t elen)
+{
+	int n;
+
+	tls_dev = lws_get_opaque_user_data(wsi);
+	n = __real_lws_tls_client_connect(wsi, errbuf, elen);
+	tls_dev = NULL;
+	return n;
+}
+
+int
+__wrap_SSL_connect(struct ssl_st *s)
+{
+	mbedtls_ssl_context *ssl = SSL_mbedtls_ssl_context_from_SSL(s);
+	struct child *c = the_child;
+	struct lg_dev *d = tls_dev;
+	int n;
+
+	if (d && c && !mbedtls_ssl_get_user_data_p(ssl)) {
+		/* the first step of this connection's handshake: its config
+		 * is its own (the wrapper makes one per SSL) */
+		mbedtls_ssl_config *conf =
+		    (mbedtls_ssl_config *)ssl->MBEDTLS_PRIVATE(conf);
+		mbedtls_ssl_protocol_version v =
+		    c->o->tls_ver == 12	  ? MBEDTLS_SSL_VERSION_TLS1_2
+		    : c->o->tls_ver == 13 ? MBEDTLS_SSL_VERSION_TLS1_3
+					  : MBEDTLS_SSL_VERSION_UNKNOWN;
+
+		mbedtls_ssl_set_user_data_p(ssl, d);
+		d->offered = 0;
+		d->saw_cert = 0;
+		if (v != MBEDTLS_SSL_VERSION_UNKNOWN) {
+			mbedtls_ssl_conf_min_tls_version(conf, v);
+			mbedtls_ssl_conf_max_tls_version(conf, v);
+			/* set from the config at mbedtls_ssl_setup() */
+			ssl->MBEDTLS_PRIVATE(tls_version) = v;
+		}
+		if (c->o->resume && v != MBEDTLS_SSL_VERSION_TLS1_2)
+			/* TLS 1.3 tickets come after the handshake, through
+			 * mbedtls_ssl_read() (below) */
+			mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(
+			    conf,
+			    MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+		if (c->o->resume && d->sess &&
+		    (v == MBEDTLS_SSL_VERSION_UNKNOWN ||
+		     d->sess->MBEDTLS_PRIVATE(tls_version) == v) &&
+		    !mbedtls_ssl_set_session(ssl, d->sess))
+			d->offered = 1;
+	}
+	tls_in_hs = 1;
+	n = __real_SSL_connect(s);
+	tls_in_hs = 0;
+	if (n == 1 && d && c) {
+		d->tls_v = mbedtls_ssl_get_version_number(ssl) ==
+				   MBEDTLS_SSL_VERSION_TLS1_2
+			       ? 12
+			       : 13;
+		if (c->o->resume && d->tls_v == 12)
+			keep_session(d, ssl); /* its ticket came in the
+					       * handshake */
+	}
+	return n;
+}
+
+int
+__wrap_mbedtls_ssl_read(mbedtls_ssl_context *ssl, unsigned char *buf,
+			size_t len)
+{
+	int n;
+
+	/* only enabled with --resume: keep the ticket, read on */
+	while ((n = __real_mbedtls_ssl_read(ssl, buf, len)) ==
+	       MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+		struct lg_dev *d = mbedtls_ssl_get_user_data_p(ssl);
+
+		if (d)
+			keep_session(d, ssl);
+	}
+	return n;
+}
+
+int
+__wrap_mbedtls_x509_crt_parse_der(mbedtls_x509_crt *chain,
+				  const unsigned char *buf, size_t len)
+{
+	if (tls_in_hs && tls_dev)
+		tls_dev->saw_cert = 1;
+	return __real_mbedtls_x509_crt_parse_der(chain, buf, len);
+}
+
+int
+__wrap_mbedtls_x509_crt_parse_der_nocopy(mbedtls_x509_crt *chain,
+					 const unsigned char *buf, size_t len)
+{
+	if (tls_in_hs && tls_dev)
+		tls_dev->saw_cert = 1;
+	return __real_mbedtls_x509_crt_parse_der_nocopy(chain, buf, len);
 }
 
 /* ---- one child: its devices on one loop ---------------------------------- */
@@ -441,6 +626,29 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		d->attempt = 0;
 		__atomic_add_fetch(&c->st->hs[hist_bucket(now - d->t_connect)],
 				   1, __ATOMIC_RELAXED);
+		if (c->tls) {
+			/* resumed: no certificate from the server */
+			int res = d->offered && !d->saw_cert;
+
+			__atomic_add_fetch(
+			    res ? &c->st
+				       ->hs_res[hist_bucket(now - d->t_connect)]
+				: &c->st->hs_full[hist_bucket(now -
+							      d->t_connect)],
+			    1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(res ? &c->st->tls_resumed
+					       : &c->st->tls_full,
+					   1, __ATOMIC_RELAXED);
+			if (d->offered)
+				__atomic_add_fetch(&c->st->tls_offered, 1,
+						   __ATOMIC_RELAXED);
+			if (d->saw_cert)
+				__atomic_add_fetch(&c->st->tls_certs, 1,
+						   __ATOMIC_RELAXED);
+			__atomic_add_fetch(d->tls_v == 12 ? &c->st->tls12
+							  : &c->st->tls13,
+					   1, __ATOMIC_RELAXED);
+		}
 		__atomic_add_fetch(&c->st->connected, 1, __ATOMIC_RELAXED);
 		if (c->up > c->st->peak)
 			__atomic_store_n(&c->st->peak, c->up, __ATOMIC_RELAXED);
@@ -551,7 +759,28 @@ storm(struct child *c, uint64_t now)
 			1000;
 	}
 	c->storm_done = 1;
+	__atomic_store_n(
+	    &c->st->closed_before_storm,
+	    __atomic_load_n(&c->st->closed_unexpected, __ATOMIC_RELAXED),
+	    __ATOMIC_RELAXED);
 	__atomic_store_n(&c->st->t_storm, now, __ATOMIC_RELAXED);
+}
+
+/* monotonic µs when the last process had all its devices up; 0: not yet */
+static uint64_t
+fleet_up(const struct child *c)
+{
+	uint64_t up = 0, t;
+	long p;
+
+	for (p = 0; p < c->nprocs; p++) {
+		t = __atomic_load_n(&c->fleet[p].t_all_up, __ATOMIC_RELAXED);
+		if (!t)
+			return 0;
+		if (t > up)
+			up = t;
+	}
+	return up;
 }
 
 static void
@@ -593,11 +822,21 @@ on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 		}
 	}
 	/* the storm waits until every device of this process is up, so a
-	 * slow ramp still storms the whole fleet; without --duration the run
-	 * ends once every stormed device is back */
-	if (c->o->storm_at && !c->storm_done && c->up == c->ndev &&
-	    now >= c->t0 + (uint64_t)c->o->storm_at * 1000000)
-		storm(c, now);
+	 * slow ramp still storms the whole fleet; --storm-after counts from
+	 * the moment every process had all its devices up. Without
+	 * --duration the run ends once every stormed device is back */
+	if (!c->storm_done && c->up == c->ndev) {
+		if (c->o->storm_at &&
+		    now >= c->t0 + (uint64_t)c->o->storm_at * 1000000)
+			storm(c, now);
+		else if (c->o->storm_after) {
+			uint64_t up = fleet_up(c);
+
+			if (up &&
+			    now >= up + (uint64_t)c->o->storm_after * 1000000)
+				storm(c, now);
+		}
+	}
 	if (c->storm_done && !c->o->duration && c->up == c->ndev &&
 	    __atomic_load_n(&c->st->storm_back, __ATOMIC_RELAXED) >= c->ndev) {
 		c->t_stop = now;
@@ -648,8 +887,9 @@ on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
 }
 
 static int
-child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
-	  long ndev, int index, const char *host, int port, int tls)
+child_run(const struct opts *o, struct lg_stats *fleet, long nprocs,
+	  struct lg_dev *dev, long ndev, int index, const char *host, int port,
+	  int tls)
 {
 	struct lws_context_creation_info info;
 	struct child c;
@@ -659,7 +899,9 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 
 	memset(&c, 0, sizeof(c));
 	c.o = o;
-	c.st = st;
+	c.st = &fleet[index];
+	c.fleet = fleet;
+	c.nprocs = nprocs;
 	c.dev = dev;
 	c.ndev = ndev;
 	c.port = port;
@@ -683,7 +925,6 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 			}
 		}
 	}
-	(void)index;
 	the_child = &c;
 	c.loop = ev_loop_new(EVFLAG_AUTO | EVBACKEND_EPOLL);
 	if (!c.loop)
@@ -692,8 +933,11 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
-	info.options =
-	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_LIBEV;
+	/* lws's session cache would offer one session for the whole fleet:
+	 * --resume keeps one per device instead (see the top) */
+	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+		       LWS_SERVER_OPTION_LIBEV |
+		       LWS_SERVER_OPTION_DISABLE_TLS_SESSION_CACHE;
 	info.foreign_loops = foreign;
 	info.fd_limit_per_thread = (unsigned)ndev + 64;
 	/* a handshake queued behind a busy server is not a failure yet */
@@ -718,9 +962,13 @@ child_run(const struct opts *o, struct lg_stats *st, struct lg_dev *dev,
 	ev_signal_stop(c.loop, &sig_term);
 	ev_signal_stop(c.loop, &sig_int);
 	lws_context_destroy(c.ctx);
-	for (long i = 0; i < ndev; i++)
+	for (long i = 0; i < ndev; i++) {
 		free(dev[i].acks);
-	__atomic_store_n(&st->done, 1, __ATOMIC_RELEASE);
+		if (dev[i].sess)
+			mbedtls_ssl_session_free(dev[i].sess);
+		free(dev[i].sess);
+	}
+	__atomic_store_n(&c.st->done, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -819,7 +1067,16 @@ usage(FILE *f)
 	    "every connection\n"
 	    "                     and reconnect; without --duration the "
 	    "run ends when all are back\n"
+	    "  --storm-after S    the same, S seconds after every device of "
+	    "every process\n"
+	    "                     was up (a hold of S seconds)\n"
 	    "  --storm-jitter MS  within MS milliseconds, uniformly (5000)\n"
+	    "  --tls 1.2|1.3      wss: force this TLS version (default: "
+	    "negotiate)\n"
+	    "  --resume           wss: every reconnect (after a storm too) "
+	    "offers the\n"
+	    "                     device's previous TLS session (1.2 ticket "
+	    "or 1.3 PSK)\n"
 	    "  --ca FILE --servername NAME --insecure\n"
 	    "  --json FILE        write the report as JSON too\n"
 	    "  --quiet            no progress lines\n");
@@ -863,6 +1120,25 @@ parse_args(struct opts *o, int argc, char **argv)
 		} else if (!strcmp(a, "--no-reconnect")) {
 			o->reconnect = 0;
 			continue;
+		} else if (!strcmp(a, "--resume")) {
+			o->resume = 1;
+			continue;
+		} else if (!strcmp(a, "--tls")) {
+			if (!v)
+				goto missing;
+			if (!strcmp(v, "1.2"))
+				o->tls_ver = 12;
+			else if (!strcmp(v, "1.3"))
+				o->tls_ver = 13;
+			else {
+				fprintf(stderr,
+					"hub-loadgen: --tls 1.2 or 1.3, not "
+					"%s\n",
+					v);
+				return -1;
+			}
+			i++;
+			continue;
 		}
 		if (!strcmp(a, "--url"))
 			s = o->url, cap = sizeof(o->url);
@@ -898,6 +1174,8 @@ parse_args(struct opts *o, int argc, char **argv)
 			num = &o->messages;
 		else if (!strcmp(a, "--storm-at"))
 			num = &o->storm_at;
+		else if (!strcmp(a, "--storm-after"))
+			num = &o->storm_after;
 		else if (!strcmp(a, "--storm-jitter"))
 			num = &o->storm_jitter_ms;
 		else if (!strcmp(a, "--rate")) {
@@ -947,6 +1225,11 @@ parse_args(struct opts *o, int argc, char **argv)
 				"QoS 0), --payload <= 65000, --procs <= 64\n");
 		return -1;
 	}
+	if (o->storm_at && o->storm_after) {
+		fprintf(stderr,
+			"hub-loadgen: --storm-at or --storm-after, not both\n");
+		return -1;
+	}
 	if (o->messages && o->rate <= 0) {
 		fprintf(stderr, "hub-loadgen: --messages needs --rate\n");
 		return -1;
@@ -973,12 +1256,23 @@ sum_stats(struct lg_stats *all, const struct lg_stats *st, long procs)
 		ADD(attempts);
 		ADD(failed);
 		ADD(closed_unexpected);
+		ADD(closed_before_storm);
 		ADD(storm_back);
 		ADD(sent);
 		ADD(acked);
 		ADD(err);
 		ADD(received);
 		ADD(pings_ok);
+		ADD(tls_full);
+		ADD(tls_resumed);
+		ADD(tls_offered);
+		ADD(tls12);
+		ADD(tls13);
+		ADD(tls_certs);
+		for (i = 0; i < LG_HBUCKETS; i++) {
+			ADD(hs_full[i]);
+			ADD(hs_res[i]);
+		}
 		for (i = 0; i < 8; i++) {
 			ADD(close_codes[i]);
 			ADD(errs[i]);
@@ -1020,7 +1314,8 @@ struct sample {
 
 static void
 report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
-       int ns, double elapsed, double t_all_up, double storm_back_s, long peak)
+       int ns, double elapsed, double t_all_up, double storm_back_s, long peak,
+       uint64_t storm0)
 {
 	cJSON *j = cJSON_CreateObject(), *x, *arr;
 	char *txt;
@@ -1046,6 +1341,20 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 	printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "handshake",
 	       hist_pct(a->hs, 0.5) / 1000.0, hist_pct(a->hs, 0.99) / 1000.0,
 	       hist_pct(a->hs, 1.0) / 1000.0);
+	if (o->tls) {
+		printf("  %-28s %ld full, %ld resumed (%ld offered); TLS 1.2 "
+		       "%ld, 1.3 %ld\n",
+		       "TLS handshakes", a->tls_full, a->tls_resumed,
+		       a->tls_offered, a->tls12, a->tls13);
+		printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n",
+		       "  full handshake", hist_pct(a->hs_full, 0.5) / 1000.0,
+		       hist_pct(a->hs_full, 0.99) / 1000.0,
+		       hist_pct(a->hs_full, 1.0) / 1000.0);
+		printf("  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n",
+		       "  resumed handshake", hist_pct(a->hs_res, 0.5) / 1000.0,
+		       hist_pct(a->hs_res, 0.99) / 1000.0,
+		       hist_pct(a->hs_res, 1.0) / 1000.0);
+	}
 	printf("  %-28s %ld\n", "sent", a->sent);
 	printf("  %-28s %ld\n", "acked", a->acked);
 	printf("  %-28s %ld\n", "errors", a->err);
@@ -1053,9 +1362,12 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 		if (a->errs[i])
 			printf("    %-26s %ld\n", err_names[i], a->errs[i]);
 	printf("  %-28s %ld\n", "downlink received", a->received);
-	if (o->storm_at)
+	if (o->storm_at || o->storm_after) {
+		printf("  %-28s %ld\n", "  of which before the storm",
+		       a->closed_before_storm);
 		printf("  %-28s %.2f s (%ld back)\n", "storm: all back after",
 		       storm_back_s, a->storm_back);
+	}
 
 	cJSON_AddNumberToObject(j, "devices", (double)o->n);
 	cJSON_AddNumberToObject(j, "elapsed_s", elapsed);
@@ -1086,6 +1398,44 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 	cJSON_AddNumberToObject(x, "p50", hist_pct(a->hs, 0.5) / 1000.0);
 	cJSON_AddNumberToObject(x, "p99", hist_pct(a->hs, 0.99) / 1000.0);
 	cJSON_AddNumberToObject(x, "max", hist_pct(a->hs, 1.0) / 1000.0);
+	if (o->tls) {
+		cJSON *tl = cJSON_AddObjectToObject(j, "tls");
+
+		if (o->tls_ver)
+			cJSON_AddStringToObject(tl, "version_forced",
+						o->tls_ver == 12 ? "1.2"
+								 : "1.3");
+		else
+			cJSON_AddNullToObject(tl, "version_forced");
+		cJSON_AddBoolToObject(tl, "resume", o->resume != 0);
+		cJSON_AddNumberToObject(tl, "handshakes_full",
+					(double)a->tls_full);
+		cJSON_AddNumberToObject(tl, "handshakes_resumed",
+					(double)a->tls_resumed);
+		cJSON_AddNumberToObject(tl, "sessions_offered",
+					(double)a->tls_offered);
+		/* handshakes in which the server sent its certificate: each
+		 * full one, none of the resumed */
+		cJSON_AddNumberToObject(tl, "server_certificates",
+					(double)a->tls_certs);
+		x = cJSON_AddObjectToObject(tl, "negotiated");
+		cJSON_AddNumberToObject(x, "1.2", (double)a->tls12);
+		cJSON_AddNumberToObject(x, "1.3", (double)a->tls13);
+		x = cJSON_AddObjectToObject(tl, "full_ms");
+		cJSON_AddNumberToObject(x, "p50",
+					hist_pct(a->hs_full, 0.5) / 1000.0);
+		cJSON_AddNumberToObject(x, "p99",
+					hist_pct(a->hs_full, 0.99) / 1000.0);
+		cJSON_AddNumberToObject(x, "max",
+					hist_pct(a->hs_full, 1.0) / 1000.0);
+		x = cJSON_AddObjectToObject(tl, "resumed_ms");
+		cJSON_AddNumberToObject(x, "p50",
+					hist_pct(a->hs_res, 0.5) / 1000.0);
+		cJSON_AddNumberToObject(x, "p99",
+					hist_pct(a->hs_res, 0.99) / 1000.0);
+		cJSON_AddNumberToObject(x, "max",
+					hist_pct(a->hs_res, 1.0) / 1000.0);
+	}
 	cJSON_AddNumberToObject(j, "sent", (double)a->sent);
 	cJSON_AddNumberToObject(j, "acked", (double)a->acked);
 	cJSON_AddNumberToObject(j, "errors", (double)a->err);
@@ -1100,7 +1450,12 @@ report(const struct opts *o, const struct lg_stats *a, const struct sample *s,
 				(double)a->t_first_rx);
 	cJSON_AddNumberToObject(j, "downlink_last_rx_mono_us",
 				(double)a->t_last_rx);
-	if (o->storm_at) {
+	if (o->storm_at || o->storm_after) {
+		cJSON_AddNumberToObject(j,
+					"unexpected_disconnects_before_storm",
+					(double)a->closed_before_storm);
+		/* CLOCK_MONOTONIC µs of the first process's storm; 0: none */
+		cJSON_AddNumberToObject(j, "storm_mono_us", (double)storm0);
 		cJSON_AddNumberToObject(j, "storm_all_back_s", storm_back_s);
 		cJSON_AddNumberToObject(j, "storm_back", (double)a->storm_back);
 	}
@@ -1144,6 +1499,7 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	uint64_t t0;
 	double t_all_up = -1, storm_back_s = -1;
+	uint64_t storm0 = 0;
 	long peak = 0;
 	int port, tls, ns = 0, alive, rc = 0;
 	long p, per, i;
@@ -1158,6 +1514,12 @@ main(int argc, char **argv)
 		return 2;
 	}
 	tls = !strcmp(prot, "wss");
+	o.tls = tls;
+	if (!tls && (o.tls_ver || o.resume)) {
+		fprintf(stderr, "hub-loadgen: --tls and --resume need a "
+				"wss:// --url\n");
+		return 2;
+	}
 	if (load_creds(o.creds, o.n, &cr)) {
 		fprintf(stderr, "hub-loadgen: no id,token lines in %s\n",
 			o.creds);
@@ -1209,7 +1571,7 @@ main(int argc, char **argv)
 		}
 		if (!pids[p]) {
 			signal(SIGINT, SIG_DFL);
-			_exit(child_run(&o, &st[p], dev + first, n, (int)p,
+			_exit(child_run(&o, st, o.procs, dev + first, n, (int)p,
 					addr, port, tls));
 		}
 	}
@@ -1227,10 +1589,11 @@ main(int argc, char **argv)
 		/* exact times from the children's clocks (one monotonic
 		 * clock for every process) */
 		{
-			uint64_t up = 0, back = 0, storm0 = UINT64_MAX;
+			uint64_t up = 0, back = 0;
 			int all_up = 1, all_back = 1;
 
 			peak = 0;
+			storm0 = UINT64_MAX;
 			for (p = 0; p < o.procs; p++) {
 				peak += st[p].peak;
 				if (!st[p].t_all_up)
@@ -1246,7 +1609,9 @@ main(int argc, char **argv)
 			}
 			if (all_up && up > t0)
 				t_all_up = (double)(up - t0) / 1e6;
-			if (all_back && storm0 != UINT64_MAX && back > storm0)
+			if (storm0 == UINT64_MAX)
+				storm0 = 0;
+			if (all_back && storm0 && back > storm0)
 				storm_back_s = (double)(back - storm0) / 1e6;
 		}
 		if (ns < LG_MAX_SECONDS) {
@@ -1283,7 +1648,7 @@ main(int argc, char **argv)
 	}
 	sum_stats(&all, st, o.procs);
 	report(&o, &all, samples, ns, (double)(hub_clock_mono_us() - t0) / 1e6,
-	       t_all_up, storm_back_s, peak);
+	       t_all_up, storm_back_s, peak, storm0);
 	free_creds(&cr);
 	free(samples);
 	free(dev);

@@ -2,8 +2,11 @@
 truth at small scale. 200 devices from 2 processes over wss, QoS 1: every
 device connects, every message is acked by the hub (so the broker has it),
 the subscriber sees every one, and a reconnect storm brings every device
-back with presence online on the broker. Correctness only: figures of speed
-belong to tools/bench, not to a test."""
+back with presence online on the broker; with --resume, every device's
+reconnect after the storm resumes its own TLS session (TLS 1.2 ticket, TLS
+1.3 PSK from the hub's NewSessionTicket) and its first connect is a full
+handshake. Correctness only: figures of speed belong to tools/bench, not to
+a test."""
 
 import json
 import os
@@ -90,6 +93,58 @@ class TestLoadgen(hubfix.HubTest):
             what="every session closed")
         devs = self.device_list()
         self.assertEqual(sum(1 for d in devs if d["online"]), 0)
+
+    def storm_resume(self, version, storm):
+        creds = self.provision()
+        hub = self.start()
+        rep, table = self.run_loadgen(hub, creds, "--tls", version,
+                                      "--resume", *storm,
+                                      "--storm-jitter", "2000")
+        self.assertEqual(rep["connected_peak"], N, rep)
+        self.assertEqual(rep["storm_back"], N, rep)
+        self.assertEqual(rep["unexpected_disconnects"], 0, rep)
+        self.assertEqual(rep["unexpected_disconnects_before_storm"], 0, rep)
+        self.assertGreater(rep["storm_mono_us"], 0, rep)
+        tls = rep["tls"]
+        self.assertEqual(tls["version_forced"], version, tls)
+        self.assertTrue(tls["resume"], tls)
+        # every device: one full handshake (its first connect), one
+        # resumed (its reconnect after the storm); all in the forced version
+        self.assertEqual(tls["handshakes_full"], N, tls)
+        self.assertEqual(tls["handshakes_resumed"], N, tls)
+        self.assertEqual(tls["sessions_offered"], N, tls)
+        # a resumed handshake is one without the server's certificate
+        self.assertEqual(tls["server_certificates"], N, tls)
+        self.assertEqual(tls["negotiated"][version], 2 * N, tls)
+        self.assertGreater(tls["resumed_ms"]["p50"], 0, tls)
+        self.assertIn("TLS handshakes", table)
+        # the hub saw every device come back: each session closed at the
+        # end, none left online
+        hubfix.wait_until(
+            lambda: hub.metrics().get("hub_connections") == 0, 30,
+            what="every session closed")
+        self.assertGreaterEqual(
+            hub.metrics().get("hub_sessions_accepted_total", 0), 2 * N)
+
+    def test_storm_resume_tls12(self):
+        self.storm_resume("1.2", ("--storm-at", "3"))
+
+    def test_storm_resume_tls13(self):
+        # --storm-after: held 2 s once every device of both processes is up
+        self.storm_resume("1.3", ("--storm-after", "2"))
+
+    def test_no_resume_all_full(self):
+        # without --resume nothing is offered: lws's own fleet-wide
+        # session cache is off, so every handshake is a full one
+        creds = self.provision()
+        hub = self.start()
+        rep, _ = self.run_loadgen(hub, creds, "-n", 50, "--storm-at", "2",
+                                  "--storm-jitter", "1000")
+        self.assertEqual(rep["storm_back"], 50, rep)
+        self.assertEqual(rep["tls"]["handshakes_resumed"], 0, rep)
+        self.assertEqual(rep["tls"]["sessions_offered"], 0, rep)
+        self.assertEqual(rep["tls"]["handshakes_full"], 100, rep)
+        self.assertEqual(rep["tls"]["server_certificates"], 100, rep)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,15 @@ class TestMetrics(hubfix.HubTest):
         self.assertEqual(m2["hub_broker_connected"], 1)
         self.assertEqual(m2["hub_registry_open"], 1)
         self.assertEqual(m2["hub_workers"], 1)
+        # the registry writer: 3 sessions opened and 1 closed (plus the
+        # auth failures) are rows, committed in at least one transaction
+        hubfix.wait_until(
+            lambda: hub.metrics().get("hub_registry_rows_total", 0) >= 4, 10,
+            what="registry rows committed")
+        m3 = hub.metrics()
+        self.assertGreaterEqual(m3["hub_registry_commits_total"], 1)
+        self.assertLessEqual(m3["hub_registry_commits_total"],
+                             m3["hub_registry_rows_total"])
 
     def test_gauge_sums_workers(self):
         hub = self.start_hub(workers=2)
