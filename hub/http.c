@@ -591,6 +591,12 @@ hub__http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 		hub__sample_gauges(w);
 		ok = hub__http_ready(w->metrics, msg, sizeof(msg));
+		/* SIGTERM: every worker drains; a load balancer that checks
+		 * readiness takes the hub out of its rotation at once */
+		if (ok && w->draining) {
+			ok = 0;
+			snprintf(msg, sizeof(msg), "draining\n");
+		}
 		rc = hub__http_answer(wsi, ok ? 200 : 503, "text/plain", msg,
 				      strlen(msg), ok ? 0 : 1);
 	} else if (!vh || !authorized(vh, wsi)) {

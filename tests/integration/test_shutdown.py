@@ -35,6 +35,7 @@ class TestShutdown(hubfix.HubTest):
             lambda: hub.metrics()['hub_uplink_total{qos="1"}'] >= m0 + len(ids), 10,
             what="the hub took the QoS 1 frames")
 
+        self.assertEqual(hub.http("/readyz")[0], 200)
         t0 = time.monotonic()
         log_before = len(hub.log_text())
         hub.proc.send_signal(signal.SIGTERM)
@@ -46,6 +47,10 @@ class TestShutdown(hubfix.HubTest):
         self.assertEqual(st, 503)
         self.assertIn("retry-after", h)
         self.assertTrue(h["retry-after"].isdigit() and int(h["retry-after"]) >= 1, h)
+        # and not ready: a load balancer checking /readyz stops sending
+        # devices here (every worker drains, whichever answers says so)
+        st, _, body = hub.http("/readyz")
+        self.assertEqual((st, body), (503, "draining\n"))
 
         codes = {}
         for d, c in clients.items():
