@@ -115,6 +115,8 @@ struct worker {
 	struct pendlimit *pending_per_addr; /* --max-pending-per-addr */
 	struct proto_cidr proxies[CONF_PROXIES_MAX]; /* --trusted-proxies */
 	size_t nproxies;
+	/* proxyproto.c: PROXY headers from those peers; NULL without any */
+	struct hub_proxyproto *proxyproto;
 	struct uplimit_conf upconf;
 	struct pending_auth pending;
 	/* fleet_auth.c: --token-key and the hub/revoked/{id} table; NULL
@@ -193,6 +195,24 @@ void hub__group_cmd(struct worker *w, const struct bridge_ev *e);
 
 /* session.c */
 /* Queues a frame to a live session (sess_send): 0 or -1. */
+/*
+ * proxyproto.c: the PROXY protocol header from --trusted-proxies peers.
+ * _new/_free pair (free takes NULL; it closes connections still reading a
+ * header). _filter is LWS_CALLBACK_FILTER_NETWORK_CONNECTION: 0 lets lws
+ * go on, 1 when the connection was taken (lws closes its descriptor; ours
+ * is adopted back once its header is read). _addr copies the client
+ * address the connection's header named into out: 1, or 0 when it sent
+ * none. Service thread only.
+ */
+struct ev_loop;
+struct hub_proxyproto *hub__proxyproto_new(struct worker *w,
+					   struct ev_loop *loop);
+void hub__proxyproto_free(struct hub_proxyproto *pp);
+int hub__proxyproto_filter(struct worker *w, struct lws *listener,
+			   const struct lws_filter_network_conn_args *filt);
+int hub__proxyproto_addr(struct worker *w, struct lws *wsi, char *out,
+			 size_t cap);
+
 int hub__sess_send(struct sess *s, const void *data, size_t len, int binary);
 int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 void *user, void *in, size_t len);

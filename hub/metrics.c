@@ -126,6 +126,17 @@ static const struct mdesc desc[M__COUNT] = {
 			    "Workers whose registry writer is retrying a "
 			    "batch now.",
 			    "gauge", NULL},
+    [M_PROXY_OK] = {"hub_proxy_headers_total",
+		    "PROXY protocol headers from --trusted-proxies peers, by "
+		    "result (closed, invalid, timeout: the connection was "
+		    "dropped).",
+		    "counter", "result=\"ok\""},
+    [M_PROXY_INVALID] = {"hub_proxy_headers_total", NULL, "counter",
+			 "result=\"invalid\""},
+    [M_PROXY_TIMEOUT] = {"hub_proxy_headers_total", NULL, "counter",
+			 "result=\"timeout\""},
+    [M_PROXY_CLOSED] = {"hub_proxy_headers_total", NULL, "counter",
+			"result=\"closed\""},
 };
 
 /* upper bounds in microseconds */

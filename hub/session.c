@@ -371,8 +371,10 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 
 /*
  * The client's address: the peer's, or, when the peer is one of
- * --trusted-proxies, the one its X-Forwarded-For (else Forwarded) names.
- * It feeds the failed-auth limit, events and presence.
+ * --trusted-proxies, the one its PROXY protocol header names (proxyproto.c)
+ * and else its X-Forwarded-For (else Forwarded). A header naming another
+ * trusted proxy (nginx behind HAProxy) lets that one's X-Forwarded-For
+ * speak. It feeds the failed-auth limit, events and presence.
  */
 static void
 client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
@@ -383,6 +385,9 @@ client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, cap);
 	if (!w->nproxies ||
+	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return;
+	if (hub__proxyproto_addr(w, wsi, addr, cap) &&
 	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
 		return;
 	n = lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR);
@@ -434,6 +439,14 @@ upgrade_status(struct lws *wsi, const char **why)
 	u.wsversion = wsv;
 	u.wsversion_len = n > 0 ? (size_t)n : (size_t)(n < 0);
 	body_headers(wsi, cl, sizeof(cl), &u);
+#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS) || defined(LWS_HTTP_HEADERS_ALL)
+	/* lws keeps a PROXY v1 line before the request as a header; one from a
+	 * trusted proxy was consumed by proxyproto.c: this one is not HTTP */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PROXY) > 0) {
+		*why = "PROXY header from an untrusted peer\n";
+		return 400;
+	}
+#endif
 	return proto_upgrade_status(&u, why);
 }
 
@@ -556,9 +569,12 @@ pending_enter(struct worker *w, struct lws *wsi)
 
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, sizeof(addr));
-	/* a trusted proxy carries many clients: not capped as one */
+	/* a trusted proxy carries many clients: not capped as one, unless
+	 * its PROXY header names the client */
 	if (w->nproxies &&
-	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)) &&
+	    (!hub__proxyproto_addr(w, wsi, addr, sizeof(addr)) ||
+	     proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr))))
 		return 0;
 	slot = pendlimit_enter(w->pending_per_addr, addr, &refuse);
 	lws_set_opaque_user_data(wsi, slot);
@@ -1414,6 +1430,8 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		memcpy(s->groups, w->pending.groups, sizeof(s->groups));
 		w->pending.wsi = NULL;
 		return 0;
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+		return hub__proxyproto_filter(w, wsi, user);
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
 		return pending_enter(w, wsi);
 	case LWS_CALLBACK_WSI_DESTROY:

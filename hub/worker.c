@@ -358,6 +358,10 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 		hub_log(HUB_LOG_ERR, "HUB-START", "libev: no loop");
 		goto out;
 	}
+	if (w.nproxies && !(w.proxyproto = hub__proxyproto_new(&w, loop))) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
+		goto out;
+	}
 	foreign[0] = loop;
 	memset(&info, 0, sizeof(info));
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
@@ -440,6 +444,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 out:
 	if (ready_fd >= 0)
 		close(ready_fd);
+	hub__proxyproto_free(w.proxyproto); /* headers still being read */
+	w.proxyproto = NULL;
 	destroy_context(&w);
 	hub_tls_free(w.tls); /* after every TLS connection is gone */
 	if (w.bridge && rc)
