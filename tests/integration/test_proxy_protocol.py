@@ -256,6 +256,36 @@ class TestProxyProtocol(hubfix.HubTest):
             hub.port, b"/v1/devices/dev1", headers=self.bearer("dev1"),
             before=b"PROXY TCP4 127.0.0.6 127.0.0.1 1 2\r\n"), 101)
 
+    def test_pending_per_client_address(self):
+        """--max-pending-per-addr counts the address the header names, not
+        the proxy's: two silent connections for 127.0.0.5 fill its share,
+        a third for it is closed at once, one for 127.0.0.6 is not."""
+        hub = self.start_hub(extra=["--trusted-proxies", "127.0.0.1",
+                                    "--max-pending-per-addr", 2,
+                                    "--handshake-timeout", 5])
+
+        def held(addr):
+            s = socket.create_connection(("127.0.0.1", hub.port),
+                                         timeout=10)
+            s.sendall(f"PROXY TCP4 {addr} 127.0.0.1 1 2\r\n".encode())
+            return s
+        first = [held("127.0.0.5") for _ in range(2)]
+
+        def third_refused():
+            s = held("127.0.0.5")
+            try:
+                return closed_by_server(s, 0.5)
+            finally:
+                s.close()
+        hubfix.wait_until(third_refused, 10, interval=0.05,
+                          what="a third pending connection of 127.0.0.5 "
+                               "refused")
+        other = held("127.0.0.6")
+        self.assertFalse(closed_by_server(other, 0.5),
+                         "127.0.0.6 was capped with 127.0.0.5")
+        for s in first + [other]:
+            s.close()
+
     def test_untrusted_peer_never_honoured(self):
         """A peer outside --trusted-proxies that sends a header is refused
         (TLS and --no-tls), and a good request after it from the same
