@@ -165,6 +165,8 @@ adopt(struct pp_conn *c)
 		fail(c, M_PROXY_CLOSED, "out_of_memory");
 		return;
 	}
+	if (c->parsed)
+		metrics_add(pp->w->m, M_PROXY_OK, 1);
 	conn_free(c);
 	/* lws closes the socket itself when it cannot take it */
 	lws_adopt_socket_vhost(vh, fd);
@@ -202,7 +204,10 @@ step(struct pp_conn *c)
 		return -1;
 	}
 	if (rc == HUB_ERR_BUSY) {
-		/* all of it header bytes: consume them, wait for the rest */
+		/* all of it header bytes: consume them, wait for the rest (a
+		 * lone "P" is taken for "PROXY ": an HTTP proxy's "PUT" that
+		 * arrives one byte first is then refused; GET is the only
+		 * method the device port serves) */
 		take = (size_t)n;
 	} else if (rc == HUB_OK && h.header_len >= c->have) {
 		take = h.header_len - c->have;
@@ -223,7 +228,6 @@ step(struct pp_conn *c)
 		c->skip = h.header_len - c->have;
 		if (h.command == PROTO_PROXY_PROXY)
 			proto_proxy_addr(&h, c->addr, sizeof(c->addr));
-		metrics_add(c->pp->w->m, M_PROXY_OK, 1);
 		return 1;
 	}
 	if (c->have < sizeof(c->buf))
@@ -242,12 +246,9 @@ ioerr:
 static void
 on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
-	struct pp_conn *c = io->data;
-	int r;
-
 	(void)loop;
 	(void)revents;
-	while ((r = step(c)) > 0)
+	while (step(io->data) > 0)
 		;
 }
 
