@@ -407,6 +407,7 @@ hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 	struct upgrade_req r;
 	int rc;
 
+	HUB_ASSERT_THREAD(&w->service);
 	memset(&w->pending, 0, sizeof(w->pending));
 	memset(&r, 0, sizeof(r));
 	r.now = hub__mono_ms();
@@ -428,6 +429,7 @@ hub__auth_confirm_upgrade(struct worker *w, struct lws *wsi, const char *up)
 int
 hub__auth_adopt(struct worker *w, struct lws *wsi, struct sess *s)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	if (w->pending.wsi != wsi)
 		return 1;
 	memset(s, 0, sizeof(*s));
@@ -452,6 +454,7 @@ hub__pending_enter(struct worker *w, struct lws *wsi)
 	struct pendlimit_slot *slot;
 	int refuse;
 
+	HUB_ASSERT_THREAD(&w->service);
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, sizeof(addr));
 	/* a trusted proxy carries many clients: not capped as one, unless

@@ -56,6 +56,7 @@ hub__sess_send(struct sess *s, const void *data, size_t len, int binary)
 
 	if (s->state != SESS_LIVE)
 		return -1;
+	HUB_ASSERT_THREAD(&s->w->service); /* a live session has its worker */
 	if (s->out_count >= SESS_OUTQ_MAX ||
 	    s->out_bytes + len > SESS_OUTQ_BYTES) {
 		sess_dropped(s, "downlink_queue_full");
@@ -134,6 +135,7 @@ hub__downlink_writeable(struct worker *w, struct sess *s, struct lws *wsi)
 	char reason[32];
 	int wrote = 0;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (s->ping_due && s->state == SESS_LIVE) {
 		/* a payload: lws passes an empty PONG to no callback, and
 		 * LWS_CALLBACK_RECEIVE_PONG is what tells us the peer lives */
@@ -191,6 +193,7 @@ hub__downlink_cmd(struct worker *w, struct bridge_ev *e)
 	size_t cap, n;
 	char *buf;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (!s || s->state != SESS_LIVE)
 		return; /* retained ones wait in the broker */
 	kind = proto_payload_kind(e->payload, e->len);
@@ -256,6 +259,7 @@ hub__downlink_device_ack(struct worker *w, struct sess *s, uint32_t id)
 	struct cmd_pending **p = &s->cmds, *c;
 	struct bridge_msg *m;
 
+	HUB_ASSERT_THREAD(&w->service);
 	metrics_add(w->m, M_CMD_ACKS, 1);
 	while (*p && (*p)->id != id)
 		p = &(*p)->next;
@@ -281,6 +285,7 @@ hub__downlink_puback(struct worker *w, const struct bridge_ev *e)
 {
 	struct sess *s = hub__map_find(w, e->device);
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (e->t_rx_us)
 		metrics_latency(w->m, hub_clock_mono_us() - e->t_rx_us);
 	if (s && s->handle == e->sess) {
@@ -300,6 +305,7 @@ hub__downlink_pubnack(struct worker *w, const struct bridge_ev *e)
 {
 	struct sess *s = hub__map_find(w, e->device);
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (s && s->handle == e->sess) {
 		if (s->inflight)
 			s->inflight--;

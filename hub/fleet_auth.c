@@ -1,5 +1,5 @@
 /*
- * fleet_auth.c - signed fleet tokens in hubd: the auth hook that session.c
+ * fleet_auth.c - signed fleet tokens in hubd: the auth hook that auth.c
  * calls when the registry does not know a token, and the revocations that
  * arrive as retained hub/revoked/{id} messages.
  *
@@ -62,6 +62,7 @@ hub__fleet_auth(struct worker *w, const char *id, const char *tok, size_t len,
 	struct fleet_claims c;
 	int disabled = 0;
 
+	HUB_ASSERT_THREAD(&w->service);
 	*iat = 0;
 	if (!w->fleet_keys || !fleet_jwt_shape(tok, len))
 		return HUB_ERR_AUTH;
@@ -89,6 +90,7 @@ hub__fleet_revoked(struct worker *w, const struct bridge_ev *e, int *code)
 	int64_t before;
 	int all;
 
+	HUB_ASSERT_THREAD(&w->service);
 	*code = 1008;
 	if (!w->revoked)
 		return 0;
@@ -109,5 +111,6 @@ hub__fleet_revoked(struct worker *w, const struct bridge_ev *e, int *code)
 int
 hub__fleet_session_void(struct worker *w, const char *id, int64_t iat)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	return fleet_revoked_voids(w->revoked, id, iat);
 }

@@ -77,6 +77,7 @@ hub__groups_pending(struct worker *w, const char *id)
 	size_t len, n;
 	const char *g = registry_creds_groups(w->creds, id, &len), *e;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (!w->pending.token_iat)
 		w->pending.groups[0] = '\0';
 	/* the registry's groups join a signed token's */
@@ -177,6 +178,7 @@ leave_one(struct worker *w, const char *g, size_t n)
 void
 hub__groups_join(struct worker *w, struct sess *s)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	if (s->groups_joined || !s->groups[0])
 		return;
 	each_group(w, s->groups, join_one);
@@ -186,6 +188,7 @@ hub__groups_join(struct worker *w, struct sess *s)
 void
 hub__groups_leave(struct worker *w, struct sess *s)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	if (!s->groups_joined)
 		return;
 	each_group(w, s->groups, leave_one);
@@ -209,6 +212,7 @@ hub__group_cmd(struct worker *w, const struct bridge_ev *e)
 	char *base = NULL, *buf = NULL;
 	uint64_t t0 = hub_clock_mono_us();
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (kind == PROTO_PL_BINARY) {
 		/* a binary frame has no room for the group or an id */
 		cap = 1 + strlen(e->topic) + e->len;

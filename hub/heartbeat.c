@@ -26,6 +26,7 @@
 void
 hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	const uint64_t ping_ms = (uint64_t)w->conf->heartbeat * 1000;
 	const uint64_t idle_ms = (uint64_t)w->conf->idle_timeout * 1000;
 	/* the whole map every `period` ticks: once a second, or four times
@@ -52,7 +53,7 @@ hub__heartbeat_step(struct worker *w, uint64_t now_ms)
 			quiet = now_ms - s->last_rx_ms;
 			if (quiet >= idle_ms) {
 				/* no close frame: the peer is gone or stuck;
-				 * on_closed() names it "timeout" */
+				 * hub__sess_closed() names it "timeout" */
 				lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK,
 						LWS_TO_KILL_ASYNC);
 				continue;

@@ -5,7 +5,10 @@
  * the lws service thread (the libev loop of the worker process), except the
  * fields marked otherwise. The bridge thread and the registry writer thread
  * reach the service thread only through their queues and
- * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED).
+ * lws_cancel_service() (-> LWS_CALLBACK_EVENT_WAIT_CANCELLED). Debug builds
+ * assert it: the service thread claims worker->service at the start of
+ * hub__worker_run, and the entry points of the service thread's files
+ * check HUB_ASSERT_THREAD(&w->service) (common/hub_thread.h).
  */
 #ifndef HUB_INT_H
 #define HUB_INT_H
@@ -21,6 +24,7 @@
 #include "uplimit.h"
 #include "bridge.h"
 #include "conf.h"
+#include "hub_thread.h"
 #include "hub_util.h"
 #include "metrics.h"
 #include "registry.h"
@@ -101,6 +105,9 @@ struct pending_auth {
 };
 
 struct worker {
+	/* the lws service thread, claimed in hub__worker_run: what this file
+	 * says is the service thread's asserts it (HUB_ASSERT_THREAD) */
+	struct hub_thread_owner service;
 	const struct conf *conf;
 	int argc; /* hubd's, to re-read the configuration on SIGHUP */
 	char **argv;
@@ -253,10 +260,6 @@ int hub__http_token_read(const char *path, char *out, size_t cap, size_t *len,
 int hub__worker_run(const struct conf *c, int index, int nworkers,
 		    struct metrics *metrics, int ready_fd, int argc,
 		    char **argv, struct authlimit *authlimit);
-
-/* 0 if the PEM certificate and key parse and belong together, else an
- * mbedTLS code and why. Any thread. */
-int hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap);
 
 /* instance.c: one hubd per --listen, --http, and --db + --hub-id */
 struct hub_instance {

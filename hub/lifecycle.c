@@ -26,6 +26,7 @@ hub__map_init(struct worker *w, size_t expected)
 {
 	size_t n = 1024;
 
+	HUB_ASSERT_THREAD(&w->service);
 	while (n < expected * 2 && n < ((size_t)1 << 24))
 		n <<= 1;
 	w->map = calloc(n, sizeof(*w->map));
@@ -47,6 +48,7 @@ hub__map_find(struct worker *w, const char *device)
 {
 	struct sess *s = w->map[hub_hash_str(device) & w->map_mask];
 
+	HUB_ASSERT_THREAD(&w->service);
 	while (s && strcmp(s->device, device))
 		s = s->hnext;
 	return s;
@@ -97,15 +99,15 @@ hub__sess_close(struct sess *s, int code, const char *reason)
  * The one owner of the question "which session of device X is current, and
  * may this close publish presence?". Every path that learns of a newer
  * session of the device calls sess_supersede(): a new session on this
- * worker (on_established), or the hub/sessions announcement of one on
- * another worker or hub (on_session_ev). It applies in any state: live, or
- * already closing - kicked or disabled with its socket full or its peer
- * dead, which can last until the idle timeout. A superseded session closes
- * as "replaced" and publishes no presence, because its successor already
- * published "online" and an "offline" with a higher seq would override it.
- * on_closed asks sess_publishes_presence(); the registry writer confirms
- * the answer against the registry before it publishes (writer.c,
- * confirm_offline: "is there a newer open session?").
+ * worker (hub__sess_established), or the hub/sessions announcement of one
+ * on another worker or hub (hub__sess_session_ev). It applies in any
+ * state: live, or already closing - kicked or disabled with its socket full
+ * or its peer dead, which can last until the idle timeout. A superseded
+ * session closes as "replaced" and publishes no presence, because its
+ * successor already published "online" and an "offline" with a higher seq
+ * would override it. hub__sess_closed asks sess_publishes_presence(); the
+ * registry writer confirms the answer against the registry before it
+ * publishes (writer.c, confirm_offline: "is there a newer open session?").
  */
 static void
 sess_supersede(struct sess *s)
@@ -149,6 +151,7 @@ hub__sess_established(struct worker *w, struct sess *s, struct lws *wsi)
 	struct writer_item it;
 	struct sess *old;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (!s->device[0])
 		return -1;
 	s->w = w;
@@ -168,7 +171,7 @@ hub__sess_established(struct worker *w, struct sess *s, struct lws *wsi)
 	}
 	map_insert(w, s);
 	/* nothing of the device reaches the broker before its online status:
-	 * reading resumes once the writer has queued it (on_opened) */
+	 * reading resumes once the writer has queued it (hub__sess_opened) */
 	lws_rx_flow_control(wsi, 0);
 	w->nsessions++;
 	metrics_add(w->m, M_SESSIONS_ACCEPTED, 1);
@@ -252,6 +255,7 @@ hub__sess_closed(struct worker *w, struct sess *s)
 	struct writer_item it;
 	const char *reason;
 
+	HUB_ASSERT_THREAD(&w->service);
 	hub__groups_leave(w, s);
 	if (s->state == SESS_NEW) {
 		hub__sess_free_queues(s);
@@ -318,6 +322,7 @@ hub__sess_session_ev(struct worker *w, struct bridge_ev *e)
 	const cJSON *op, *sid;
 	cJSON *root;
 
+	HUB_ASSERT_THREAD(&w->service);
 	/* a closing session too: a newer one elsewhere supersedes it */
 	if (!s || s->state == SESS_NEW)
 		return;
@@ -351,6 +356,7 @@ hub__sess_revalidate(struct worker *w)
 {
 	size_t b;
 
+	HUB_ASSERT_THREAD(&w->service);
 	for (b = 0; b <= w->map_mask; b++) {
 		struct sess *s;
 
@@ -385,6 +391,7 @@ hub__sess_revoked_ev(struct worker *w, const struct bridge_ev *e)
 			     ? hub__map_find(w, e->device)
 			     : NULL;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (s && s->state == SESS_LIVE && s->token_iat &&
 	    hub__fleet_session_void(w, s->device, s->token_iat)) {
 		hub_log(HUB_LOG_INFO, "HUB-AUTH-REVOKED", "device=%s signed",
@@ -399,6 +406,7 @@ hub__sess_opened(struct worker *w)
 {
 	struct writer_item *l = writer_take_opened(w->writer), *it;
 
+	HUB_ASSERT_THREAD(&w->service);
 	for (it = l; it; it = it->next) {
 		struct sess *s = hub__map_find(w, it->device);
 
@@ -419,6 +427,7 @@ hub__drain_step(struct worker *w)
 	int target;
 	size_t b;
 
+	HUB_ASSERT_THREAD(&w->service);
 	target = span == 0 || elapsed >= span
 		     ? w->drain_total
 		     : (int)((uint64_t)w->drain_total * elapsed / span) + 1;

@@ -38,6 +38,7 @@
 #include "hub_version.h"
 #include "metrics.h"
 #include "registry.h"
+#include "tls.h"
 
 #include <mbedtls/version.h>
 

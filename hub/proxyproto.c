@@ -131,6 +131,7 @@ hub__proxyproto_addr(struct worker *w, struct lws *wsi, char *out, size_t cap)
 	struct hub_proxyproto *pp = w->proxyproto;
 	lws_sockfd_type fd;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (!pp || !cap)
 		return 0;
 	fd = lws_get_socket_fd(wsi);
@@ -271,6 +272,7 @@ hub__proxyproto_filter(struct worker *w, struct lws *listener,
 	struct pp_conn *c;
 	int fd;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (!pp)
 		return 0;
 	if (filt->cli_addr.ss_family == AF_INET)

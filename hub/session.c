@@ -27,6 +27,7 @@ hub__service_wake(struct worker *w)
 	struct bridge_ev *e;
 	int batch;
 
+	HUB_ASSERT_THREAD(&w->service);
 	__atomic_store_n(&w->wake_pending, 0, __ATOMIC_RELEASE);
 	hub__sess_opened(w);
 	batch = 0;
@@ -119,6 +120,7 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	struct worker *w = lws_context_user(lws_get_context(wsi));
 	struct sess *s = user;
 
+	HUB_ASSERT_THREAD(&w->service);
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		return hub__auth_confirm_upgrade(w, wsi, in);

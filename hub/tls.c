@@ -1,21 +1,26 @@
 /*
  * tls.c - session-ticket keys shared by every worker and hub; see tls.h.
  *
- * Threads: the worker's service thread only (hub_tls_ticket_key is pure).
+ * Threads: the worker's service thread only (hub_tls_ticket_key is pure;
+ * hub__tls_pair_ok, the certificate and key check, runs on any thread).
  */
 #include "tls.h"
 #include "hub_err.h"
 
 #include <libwebsockets.h>
 #include <mbedtls/md.h>
+#include <mbedtls/pk.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/psa_util.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
 #include <psa/crypto.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #if MBEDTLS_VERSION_NUMBER < 0x03060000 || !defined(MBEDTLS_SSL_TICKET_C)
 #error "hubd needs our mbedTLS 3.6 build (tools/build-deps) with tickets"
@@ -169,4 +174,53 @@ hub_tls_free(struct hub_tls *t)
 	mbedtls_ssl_ticket_free(&t->ticket);
 	mbedtls_platform_zeroize(t, sizeof(*t));
 	free(t);
+}
+
+/* ---- the certificate and key pair (--tls-cert, --tls-key) ------------- */
+
+#if MBEDTLS_VERSION_MAJOR >= 3
+static int
+rng(void *arg, unsigned char *buf, size_t n)
+{
+	(void)arg;
+	return getrandom(buf, n, 0) == (ssize_t)n ? 0 : -1;
+}
+#endif
+
+int
+hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap)
+{
+	mbedtls_x509_crt crt;
+	mbedtls_pk_context pk;
+	int rc;
+
+	mbedtls_x509_crt_init(&crt);
+	mbedtls_pk_init(&pk);
+	rc = mbedtls_x509_crt_parse_file(&crt, cert);
+	if (rc) {
+		snprintf(why, cap, "%s: not a PEM certificate (-0x%04x)", cert,
+			 (unsigned)-rc);
+		goto out;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL, rng, NULL);
+#else
+	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL);
+#endif
+	if (rc) {
+		snprintf(why, cap, "%s: not a PEM key (-0x%04x)", key,
+			 (unsigned)-rc);
+		goto out;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_check_pair(&crt.pk, &pk, rng, NULL);
+#else
+	rc = mbedtls_pk_check_pair(&crt.pk, &pk);
+#endif
+	if (rc)
+		snprintf(why, cap, "%s does not belong to %s", key, cert);
+out:
+	mbedtls_pk_free(&pk);
+	mbedtls_x509_crt_free(&crt);
+	return rc;
 }

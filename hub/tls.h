@@ -1,7 +1,9 @@
 /*
- * tls.h - hubd's TLS session tickets: one ticket context per worker whose
- * keys every worker (and every hub given the same --ticket-key file) derives
- * from one secret, so a device resumes on any worker and any hub.
+ * tls.h - hubd's TLS: the check that --tls-cert and --tls-key belong
+ * together (hub__tls_pair_ok), and session tickets: one ticket context per
+ * worker whose keys every worker (and every hub given the same --ticket-key
+ * file) derives from one secret, so a device resumes on any worker and any
+ * hub.
  *
  * Keys: for each period of HUB_TLS_TICKET_PERIOD seconds since the epoch,
  *   key  = HMAC-SHA256(secret, "hub ticket key"  || period as 8 bytes BE)
@@ -54,5 +56,10 @@ int hub_tls_tick(struct hub_tls *t, int64_t now);
 uint64_t hub_tls_period(const struct hub_tls *t);
 /* Uninstalls and frees; NULL is fine. */
 void hub_tls_free(struct hub_tls *t);
+
+/* 0 if the PEM certificate and key parse and belong together, else an
+ * mbedTLS code and why (cap bytes). Any thread: the supervisor at start,
+ * a worker on SIGHUP. */
+int hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap);
 
 #endif

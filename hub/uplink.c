@@ -175,6 +175,7 @@ hub__uplink_receive(struct worker *w, struct sess *s, struct lws *wsi,
 	size_t cap = (size_t)w->conf->max_frame;
 	int rc = 0;
 
+	HUB_ASSERT_THREAD(&w->service);
 	if (s->state != SESS_LIVE)
 		return 0;
 	/* RFC 6455 5.2: no extension is negotiated, so RSV1-3 must be 0 (lws

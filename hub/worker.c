@@ -1,7 +1,9 @@
 /*
- * worker.c - one hubd worker process: the libev loop that lws runs on (the
- * service thread), the bridge thread, the registry writer thread, and the
- * SIGTERM drain.
+ * worker.c - one hubd worker process: its setup (worker_init, bridge_open,
+ * writer_open, context_open), the libev loop that lws runs on (the service
+ * thread) with its tick (heartbeat, sampled gauges, ticket keys), SIGHUP,
+ * the SIGTERM drain, and the teardown. The bridge and registry writer
+ * threads are started here and stopped here.
  *
  * Threads: this file runs on the worker's main thread, which is the lws
  * service thread. wake() is called from the bridge and writer threads; it
@@ -12,9 +14,6 @@
 #include "tls.h"
 
 #include <ev.h>
-#include <mbedtls/pk.h>
-#include <mbedtls/version.h>
-#include <mbedtls/x509_crt.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +46,7 @@ destroy_context(struct worker *w)
 {
 	struct lws_context *ctx;
 
+	HUB_ASSERT_THREAD(&w->service);
 	pthread_mutex_lock(&w->ctx_lock);
 	ctx = w->ctx;
 	w->ctx = NULL;
@@ -59,7 +59,7 @@ destroy_context(struct worker *w)
  * rx_buffer_size is allocated for every connection at the upgrade (lws's
  * ws->rx_ubuf) and held while it lives, idle or not: 1024 instead of 4096
  * took an idle ws device from 6.7 to 3.8 KiB (tools/bench idle, 5000
- * devices). Larger messages arrive in 1 KiB pieces that session.c already
+ * devices). Larger messages arrive in 1 KiB pieces that uplink.c already
  * reassembles. tx_packet_size is set on its own, so writes are not cut to
  * the receive size.
  */
@@ -74,6 +74,7 @@ static const struct lws_protocols http_protocols[] = {
 static void
 begin_drain(struct worker *w)
 {
+	HUB_ASSERT_THREAD(&w->service);
 	if (w->draining)
 		return;
 	w->draining = 1;
@@ -91,53 +92,6 @@ on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
 	(void)revents;
 	(void)sw;
 	begin_drain(the_worker);
-}
-
-#if MBEDTLS_VERSION_MAJOR >= 3
-static int
-rng(void *arg, unsigned char *buf, size_t n)
-{
-	(void)arg;
-	return getrandom(buf, n, 0) == (ssize_t)n ? 0 : -1;
-}
-#endif
-
-int
-hub__tls_pair_ok(const char *cert, const char *key, char *why, size_t cap)
-{
-	mbedtls_x509_crt crt;
-	mbedtls_pk_context pk;
-	int rc;
-
-	mbedtls_x509_crt_init(&crt);
-	mbedtls_pk_init(&pk);
-	rc = mbedtls_x509_crt_parse_file(&crt, cert);
-	if (rc) {
-		snprintf(why, cap, "%s: not a PEM certificate (-0x%04x)", cert,
-			 (unsigned)-rc);
-		goto out;
-	}
-#if MBEDTLS_VERSION_MAJOR >= 3
-	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL, rng, NULL);
-#else
-	rc = mbedtls_pk_parse_keyfile(&pk, key, NULL);
-#endif
-	if (rc) {
-		snprintf(why, cap, "%s: not a PEM key (-0x%04x)", key,
-			 (unsigned)-rc);
-		goto out;
-	}
-#if MBEDTLS_VERSION_MAJOR >= 3
-	rc = mbedtls_pk_check_pair(&crt.pk, &pk, rng, NULL);
-#else
-	rc = mbedtls_pk_check_pair(&crt.pk, &pk);
-#endif
-	if (rc)
-		snprintf(why, cap, "%s does not belong to %s", key, cert);
-out:
-	mbedtls_pk_free(&pk);
-	mbedtls_x509_crt_free(&crt);
-	return rc;
 }
 
 /*
@@ -196,6 +150,7 @@ hub__sample_gauges(struct worker *w)
 {
 	struct bridge_stats st;
 
+	HUB_ASSERT_THREAD(&w->service);
 	bridge_get_stats(w->bridge, &st);
 	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
 	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t) !!st.connected);
@@ -263,7 +218,7 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 		info.ssl_private_key_filepath = c->tls_key;
 		if (c->device_ca[0]) {
 			/* asks for a client certificate; lws+mbedTLS makes it
-			 * optional, session.c checks the result itself */
+			 * optional, auth.c checks the result itself */
 			info.ssl_ca_filepath = c->device_ca;
 			info.options |=
 			    LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
@@ -281,24 +236,181 @@ make_vhost(struct worker *w, const char *name, const char *host, int port,
 	return lws_create_vhost(w->ctx, &info);
 }
 
+/*
+ * The worker's own state: limits, the device map, fleet keys. 0, or -1
+ * logged.
+ */
+static int
+worker_init(struct worker *w, struct authlimit *authlimit)
+{
+	const struct conf *c = w->conf;
+	char tag[16], err[256];
+
+	metrics_reset_gauges(w->m);
+	__atomic_store_n(&w->m->pid, getpid(), __ATOMIC_RELAXED);
+	snprintf(tag, sizeof(tag), "w%d", w->index);
+	hub_log_set_tag(tag);
+	w->max_sessions = (c->max_conns + w->nworkers - 1) / w->nworkers;
+	if (getrandom(&w->session_salt, sizeof(w->session_salt), 0) < 0)
+		w->session_salt = (uint32_t)getpid();
+	w->authlimit = authlimit;
+	w->pending_per_addr =
+	    pendlimit_new(8192, (unsigned)c->max_pending_per_addr);
+	/* validated by conf_load */
+	proto_cidrs_parse(c->trusted_proxies, w->proxies, CONF_PROXIES_MAX,
+			  &w->nproxies);
+	w->upconf.rate = (uint32_t)c->rate;
+	w->upconf.rate_bytes = (uint64_t)c->rate_bytes;
+	w->upconf.burst =
+	    (uint64_t)(c->rate_bytes > c->max_frame ? c->rate_bytes
+						    : c->max_frame);
+	if (!w->authlimit || !w->pending_per_addr ||
+	    hub__map_init(w, (size_t)w->max_sessions)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
+		return -1;
+	}
+	if (hub__fleet_init(w, err, sizeof(err))) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The MQTT bridge (its thread starts later): 0, or -1 logged. */
+static int
+bridge_open(struct worker *w)
+{
+	const struct conf *c = w->conf;
+	struct bridge_config bc;
+	char client_id[96], err[256];
+
+	memset(&bc, 0, sizeof(bc));
+	bc.broker = c->broker;
+	bc.user = c->broker_user[0] ? c->broker_user : NULL;
+	bc.password = c->broker_password[0] ? c->broker_password : NULL;
+	bc.mqtt_version = c->mqtt_version;
+	bc.hub_id = c->hub_id;
+	snprintf(client_id, sizeof(client_id), "%s-w%d", c->hub_id, w->index);
+	bc.client_id = client_id; /* copied by bridge_new */
+	bc.prefix = c->prefix;
+	bc.node_status = w->index == 0;
+	bc.fleet = c->token_key[0] != '\0';
+	bc.group_prefix = c->group_prefix;
+	bc.fleet_prefix = c->fleet_prefix;
+	bc.max_pending = c->bridge_buffer / (size_t)w->nworkers + 1;
+	bc.window = 1000;
+	bc.max_cmd = SESS_OUTQ_BYTES / 2; /* what a session's queue can take */
+	w->bridge = bridge_new(&bc, wake, w, err, sizeof(err));
+	if (!w->bridge) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "bridge: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The registry writer (its thread starts later) and the first credentials
+ * snapshot: 0, or -1 logged. */
+static int
+writer_open(struct worker *w)
+{
+	const struct conf *c = w->conf;
+	struct writer_config wc;
+	unsigned repaired = 0;
+	char err[256];
+
+	memset(&wc, 0, sizeof(wc));
+	wc.db = c->db;
+	wc.hub_id = c->hub_id;
+	wc.prefix = c->prefix;
+	wc.worker = w->index;
+	wc.nworkers = w->nworkers;
+	wc.events_retention = c->events_retention;
+	wc.m = w->m;
+	wc.queue_cap = (size_t)w->max_sessions * 3 + 65536;
+	w->writer =
+	    writer_new(&wc, w->bridge, wake, w, err, sizeof(err), &repaired);
+	if (!w->writer) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "registry %s: %s", c->db,
+			err);
+		return -1;
+	}
+	if (repaired)
+		hub_log(HUB_LOG_INFO, "HUB-REPAIR",
+			"closed %u sessions left open by a previous run "
+			"(hub_restart)",
+			repaired);
+	w->creds = writer_take_creds(w->writer);
+	metrics_set(w->m, M_DEVICES_KNOWN, registry_creds_count(w->creds));
+	metrics_set(w->m, M_REGISTRY_OPEN, 1);
+	return 0;
+}
+
+/*
+ * The lws context on the libev loop, the ticket keys, the device and ops
+ * vhosts and their protocols' init. 0, or -1 logged.
+ */
+static int
+context_open(struct worker *w, struct ev_loop *loop)
+{
+	const struct conf *c = w->conf;
+	struct lws_context_creation_info info;
+	void *foreign[1];
+
+	foreign[0] = loop;
+	memset(&info, 0, sizeof(info));
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_LIBEV |
+		       LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.foreign_loops = foreign;
+	info.user = w;
+	info.count_threads = 1;
+	info.timeout_secs = (unsigned)c->handshake_timeout; /* TLS accept */
+	w->ctx = lws_create_context(&info);
+	if (!w->ctx) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "lws context failed");
+		return -1;
+	}
+	if (!c->no_tls && hub_tls_new(c->ticket_secret, c->ticket_secret_len,
+				      (int64_t)time(NULL), &w->tls) != HUB_OK) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "TLS session tickets failed");
+		return -1;
+	}
+	if (!make_vhost(w, "devices", c->listen_host, c->listen_port,
+			device_protocols, !c->no_tls)) {
+		hub_log(HUB_LOG_ERR, "HUB-START",
+			"cannot listen on %s:%d (or TLS files unusable)",
+			c->listen_host, c->listen_port);
+		return -1;
+	}
+	if (!make_vhost(w, "ops", c->http_host, c->http_port, http_protocols,
+			0)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "cannot listen on %s:%d",
+			c->http_host, c->http_port);
+		return -1;
+	}
+	/* PROTOCOL_INIT of the vhosts' protocols (the ops listener starts its
+	 * registry reader there): on a foreign loop lws would defer it */
+	if (lws_protocol_init(w->ctx)) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "protocol init failed");
+		return -1;
+	}
+	return 0;
+}
+
 int
 hub__worker_run(const struct conf *c, int index, int nworkers,
 		struct metrics *metrics, int ready_fd, int argc, char **argv,
 		struct authlimit *authlimit)
 {
-	struct lws_context_creation_info info;
-	struct bridge_config bc;
-	struct writer_config wc;
 	struct ev_loop *loop;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer tick;
-	char client_id[96], tag[16], err[256];
 	struct worker w;
-	unsigned repaired = 0;
-	void *foreign[1];
 	int rc = 1;
 
 	memset(&w, 0, sizeof(w));
+	/* this thread is the service thread from here on */
+	hub_thread_claim(&w.service, "service");
 	pthread_mutex_init(&w.ctx_lock, NULL);
 	the_worker = &w;
 	w.conf = c;
@@ -308,81 +420,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	w.argc = argc;
 	w.argv = argv;
 	w.m = &metrics->slot[index];
-	metrics_reset_gauges(w.m);
-	__atomic_store_n(&w.m->pid, getpid(), __ATOMIC_RELAXED);
-	snprintf(tag, sizeof(tag), "w%d", index);
-	hub_log_set_tag(tag);
-	w.max_sessions = (c->max_conns + nworkers - 1) / nworkers;
-	if (getrandom(&w.session_salt, sizeof(w.session_salt), 0) < 0)
-		w.session_salt = (uint32_t)getpid();
-	w.authlimit = authlimit;
-	w.pending_per_addr =
-	    pendlimit_new(8192, (unsigned)c->max_pending_per_addr);
-	/* validated by conf_load */
-	proto_cidrs_parse(c->trusted_proxies, w.proxies, CONF_PROXIES_MAX,
-			  &w.nproxies);
-	w.upconf.rate = (uint32_t)c->rate;
-	w.upconf.rate_bytes = (uint64_t)c->rate_bytes;
-	w.upconf.burst =
-	    (uint64_t)(c->rate_bytes > c->max_frame ? c->rate_bytes
-						    : c->max_frame);
-	if (!w.authlimit || !w.pending_per_addr ||
-	    hub__map_init(&w, (size_t)w.max_sessions)) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
+	if (worker_init(&w, authlimit) || bridge_open(&w) || writer_open(&w))
 		goto out;
-	}
-	if (hub__fleet_init(&w, err, sizeof(err))) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "%s", err);
-		goto out;
-	}
-
-	memset(&bc, 0, sizeof(bc));
-	bc.broker = c->broker;
-	bc.user = c->broker_user[0] ? c->broker_user : NULL;
-	bc.password = c->broker_password[0] ? c->broker_password : NULL;
-	bc.mqtt_version = c->mqtt_version;
-	bc.hub_id = c->hub_id;
-	snprintf(client_id, sizeof(client_id), "%s-w%d", c->hub_id, index);
-	bc.client_id = client_id;
-	bc.prefix = c->prefix;
-	bc.node_status = index == 0;
-	bc.fleet = c->token_key[0] != '\0';
-	bc.group_prefix = c->group_prefix;
-	bc.fleet_prefix = c->fleet_prefix;
-	bc.max_pending = c->bridge_buffer / (size_t)nworkers + 1;
-	bc.window = 1000;
-	bc.max_cmd = SESS_OUTQ_BYTES / 2; /* what a session's queue can take */
-	w.bridge = bridge_new(&bc, wake, &w, err, sizeof(err));
-	if (!w.bridge) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "bridge: %s", err);
-		goto out;
-	}
-
-	memset(&wc, 0, sizeof(wc));
-	wc.db = c->db;
-	wc.hub_id = c->hub_id;
-	wc.prefix = c->prefix;
-	wc.worker = index;
-	wc.nworkers = nworkers;
-	wc.events_retention = c->events_retention;
-	wc.m = w.m;
-	wc.queue_cap = (size_t)w.max_sessions * 3 + 65536;
-	w.writer =
-	    writer_new(&wc, w.bridge, wake, &w, err, sizeof(err), &repaired);
-	if (!w.writer) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "registry %s: %s", c->db,
-			err);
-		goto out;
-	}
-	if (repaired)
-		hub_log(HUB_LOG_INFO, "HUB-REPAIR",
-			"closed %u sessions left open by a previous run "
-			"(hub_restart)",
-			repaired);
-	w.creds = writer_take_creds(w.writer);
-	metrics_set(w.m, M_DEVICES_KNOWN, registry_creds_count(w.creds));
-	metrics_set(w.m, M_REGISTRY_OPEN, 1);
-
 	loop = ev_default_loop(EVFLAG_AUTO | EVBACKEND_EPOLL);
 	if (!loop) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "libev: no loop");
@@ -392,44 +431,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
 		goto out;
 	}
-	foreign[0] = loop;
-	memset(&info, 0, sizeof(info));
-	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-		       LWS_SERVER_OPTION_LIBEV |
-		       LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-	info.foreign_loops = foreign;
-	info.user = &w;
-	info.count_threads = 1;
-	info.timeout_secs = (unsigned)c->handshake_timeout; /* TLS accept */
-	w.ctx = lws_create_context(&info);
-	if (!w.ctx) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "lws context failed");
+	if (context_open(&w, loop))
 		goto out;
-	}
-	if (!c->no_tls && hub_tls_new(c->ticket_secret, c->ticket_secret_len,
-				      (int64_t)time(NULL), &w.tls) != HUB_OK) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "TLS session tickets failed");
-		goto out;
-	}
-	if (!make_vhost(&w, "devices", c->listen_host, c->listen_port,
-			device_protocols, !c->no_tls)) {
-		hub_log(HUB_LOG_ERR, "HUB-START",
-			"cannot listen on %s:%d (or TLS files unusable)",
-			c->listen_host, c->listen_port);
-		goto out;
-	}
-	if (!make_vhost(&w, "ops", c->http_host, c->http_port, http_protocols,
-			0)) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "cannot listen on %s:%d",
-			c->http_host, c->http_port);
-		goto out;
-	}
-	/* PROTOCOL_INIT of the vhosts' protocols (the ops listener starts its
-	 * registry reader there): on a foreign loop lws would defer it */
-	if (lws_protocol_init(w.ctx)) {
-		hub_log(HUB_LOG_ERR, "HUB-START", "protocol init failed");
-		goto out;
-	}
 	if (writer_start(w.writer) || bridge_start(w.bridge)) {
 		hub_log(HUB_LOG_ERR, "HUB-START", "cannot start threads");
 		goto out;

@@ -1,4 +1,5 @@
-/* test_common.c - common/: queue, token bucket, backoff, id syntax. */
+/* test_common.c - common/: queue, token bucket, backoff, id syntax, thread
+ * ownership. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,10 +7,15 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hub_err.h"
 #include "hub_queue.h"
+#include "hub_thread.h"
 #include "hub_util.h"
 
 static void
@@ -127,6 +133,117 @@ strerror_covers_codes(void **state)
 	assert_string_equal(hub_strerror(12345), "unknown error");
 }
 
+/* ---- thread ownership (hub_thread.h) ---------------------------------- */
+
+static struct hub_thread_owner owner;
+
+/* Stands for a function whose header says "the owner's thread only". */
+static void
+owner_only(void)
+{
+	HUB_ASSERT_THREAD(&owner);
+}
+
+static void *
+call_owner_only(void *arg)
+{
+	(void)arg;
+	owner_only();
+	return NULL;
+}
+
+/*
+ * Calls owner_only() from a new thread in a child process: the child's exit
+ * status, and what it wrote on stderr into msg.
+ */
+static int
+off_thread_call(char *msg, size_t cap)
+{
+	int fds[2], st = 0;
+	size_t got = 0;
+	ssize_t n;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pthread_t t;
+
+		dup2(fds[1], 2);
+		close(fds[0]);
+		if (pthread_create(&t, NULL, call_owner_only, NULL) ||
+		    pthread_join(t, NULL))
+			_exit(3);
+		_exit(0);
+	}
+	close(fds[1]);
+	while (got + 1 < cap &&
+	       (n = read(fds[0], msg + got, cap - 1 - got)) > 0)
+		got += (size_t)n;
+	msg[got] = '\0';
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static void
+thread_assert_fires_off_thread(void **state)
+{
+	char msg[512];
+	int st;
+
+	(void)state;
+	hub_thread_claim(&owner, "test-owner");
+	owner_only(); /* the owning thread passes */
+	assert_true(hub_thread_owns(&owner));
+	st = off_thread_call(msg, sizeof(msg));
+#ifdef HUB_THREAD_CHECKS
+	/* the build tools/test runs checks: another thread aborts, named */
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGABRT);
+	assert_non_null(strstr(msg, "HUB-THREAD-ASSERT"));
+	assert_non_null(strstr(msg, "owner_only()"));
+	assert_non_null(strstr(msg, "test-owner thread"));
+#else
+	/* a release build: the macro is nothing */
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+#endif
+	/* released: any thread may call again */
+	hub_thread_release(&owner);
+	st = off_thread_call(msg, sizeof(msg));
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_string_equal(msg, "");
+}
+
+static void *
+owns_from_thread(void *arg)
+{
+	return (void *)(intptr_t)hub_thread_owns(arg);
+}
+
+static void
+thread_owns_only_its_claim(void **state)
+{
+	struct hub_thread_owner o;
+	pthread_t t;
+	void *res;
+
+	(void)state;
+	memset(&o, 0, sizeof(o));
+	assert_true(hub_thread_owns(&o)); /* unclaimed: nobody is refused */
+	hub_thread_claim(&o, "mine");
+	assert_true(hub_thread_owns(&o));
+	assert_int_equal(pthread_create(&t, NULL, owns_from_thread, &o), 0);
+	assert_int_equal(pthread_join(t, &res), 0);
+	assert_int_equal((intptr_t)res, 0);
+	hub_thread_release(&o);
+	hub_thread_release(NULL);
+}
+
 int
 main(void)
 {
@@ -136,6 +253,8 @@ main(void)
 	    cmocka_unit_test(bucket_rate),
 	    cmocka_unit_test(backoff_full_jitter),
 	    cmocka_unit_test(strerror_covers_codes),
+	    cmocka_unit_test(thread_owns_only_its_claim),
+	    cmocka_unit_test(thread_assert_fires_off_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
