@@ -154,8 +154,10 @@ cert_matches(struct worker *w, struct lws *wsi, const char *id)
 
 /*
  * The client's address: the peer's, or, when the peer is one of
- * --trusted-proxies, the one its X-Forwarded-For (else Forwarded) names.
- * It feeds the failed-auth limit, events and presence.
+ * --trusted-proxies, the one its PROXY protocol header names (proxyproto.c)
+ * and else its X-Forwarded-For (else Forwarded). A header naming another
+ * trusted proxy (nginx behind HAProxy) lets that one's X-Forwarded-For
+ * speak. It feeds the failed-auth limit, events and presence.
  */
 static void
 client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
@@ -166,6 +168,9 @@ client_addr(struct worker *w, struct lws *wsi, char *addr, size_t cap)
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, cap);
 	if (!w->nproxies ||
+	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+		return;
+	if (hub__proxyproto_addr(w, wsi, addr, cap) &&
 	    !proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
 		return;
 	n = lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR);
@@ -218,6 +223,14 @@ upgrade_status(struct lws *wsi, const char **why)
 	u.wsversion = wsv;
 	u.wsversion_len = n > 0 ? (size_t)n : (size_t)(n < 0);
 	hub__auth_body_headers(wsi, cl, sizeof(cl), &u);
+#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS) || defined(LWS_HTTP_HEADERS_ALL)
+	/* lws keeps a PROXY v1 line before the request as a header; one from a
+	 * trusted proxy was consumed by proxyproto.c: this one is not HTTP */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PROXY) > 0) {
+		*why = "PROXY header from an untrusted peer\n";
+		return 400;
+	}
+#endif
 	return proto_upgrade_status(&u, why);
 }
 
@@ -444,9 +457,12 @@ hub__pending_enter(struct worker *w, struct lws *wsi)
 	HUB_ASSERT_THREAD(&w->service);
 	addr[0] = '\0';
 	lws_get_peer_simple(wsi, addr, sizeof(addr));
-	/* a trusted proxy carries many clients: not capped as one */
+	/* a trusted proxy carries many clients: not capped as one, unless
+	 * its PROXY header names the client */
 	if (w->nproxies &&
-	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)))
+	    proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr)) &&
+	    (!hub__proxyproto_addr(w, wsi, addr, sizeof(addr)) ||
+	     proto_cidrs_match(w->proxies, w->nproxies, addr, strlen(addr))))
 		return 0;
 	slot = pendlimit_enter(w->pending_per_addr, addr, &refuse);
 	lws_set_opaque_user_data(wsi, slot);

@@ -93,7 +93,7 @@ static const struct opt opts[] = {
     {"events-retention", OPT_INT, I(events_retention), 1, 36500,
      "DAYS events are kept (30)"},
     {"trusted-proxies", OPT_STR, S(trusted_proxies), 0, 0,
-     "CIDR,... peers whose X-Forwarded-For is believed"},
+     "CIDR,... peers whose PROXY header or X-Forwarded-For is believed"},
     {"allowed-origins", OPT_STR, S(allowed_origins), 0, 0,
      "ORIGIN,... browser origins accepted (any)"},
     {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},

@@ -122,6 +122,8 @@ struct worker {
 	struct pendlimit *pending_per_addr; /* --max-pending-per-addr */
 	struct proto_cidr proxies[CONF_PROXIES_MAX]; /* --trusted-proxies */
 	size_t nproxies;
+	/* proxyproto.c: PROXY headers from those peers; NULL without any */
+	struct hub_proxyproto *proxyproto;
 	struct uplimit_conf upconf;
 	struct pending_auth pending;
 	/* fleet_auth.c: --token-key and the hub/revoked/{id} table; NULL
@@ -197,6 +199,24 @@ void hub__groups_leave(struct worker *w, struct sess *s);
 void hub__groups_free(struct worker *w);
 /* A group (e->device) or fleet ("") command: to every live member. */
 void hub__group_cmd(struct worker *w, const struct bridge_ev *e);
+
+/*
+ * proxyproto.c: the PROXY protocol header from --trusted-proxies peers.
+ * _new/_free pair (free takes NULL; it closes connections still reading a
+ * header). _filter is LWS_CALLBACK_FILTER_NETWORK_CONNECTION: 0 lets lws
+ * go on, 1 when the connection was taken (lws closes its descriptor; ours
+ * is adopted back once its header is read). _addr copies the client
+ * address the connection's header named into out: 1, or 0 when it sent
+ * none. Service thread only.
+ */
+struct ev_loop;
+struct hub_proxyproto *hub__proxyproto_new(struct worker *w,
+					   struct ev_loop *loop);
+void hub__proxyproto_free(struct hub_proxyproto *pp);
+int hub__proxyproto_filter(struct worker *w, struct lws *listener,
+			   const struct lws_filter_network_conn_args *filt);
+int hub__proxyproto_addr(struct worker *w, struct lws *wsi, char *out,
+			 size_t cap);
 
 /* The device sessions (session.c, auth.c, uplink.c, downlink.c,
  * lifecycle.c; their shared declarations are in session_int.h). */

@@ -140,6 +140,17 @@ static const struct mdesc desc[M__COUNT] = {
 			    "of queued writes: rows / commits is the "
 			    "group-commit factor).",
 			    "counter", NULL},
+    [M_PROXY_OK] = {"hub_proxy_headers_total",
+		    "PROXY protocol headers from --trusted-proxies peers, by "
+		    "result (closed, invalid, timeout: the connection was "
+		    "dropped).",
+		    "counter", "result=\"ok\""},
+    [M_PROXY_INVALID] = {"hub_proxy_headers_total", NULL, "counter",
+			 "result=\"invalid\""},
+    [M_PROXY_TIMEOUT] = {"hub_proxy_headers_total", NULL, "counter",
+			 "result=\"timeout\""},
+    [M_PROXY_CLOSED] = {"hub_proxy_headers_total", NULL, "counter",
+			"result=\"closed\""},
 };
 
 /* upper bounds in microseconds */

@@ -128,6 +128,8 @@ hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return on_plain_http(wsi, in);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		return hub__auth_adopt(w, wsi, s);
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+		return hub__proxyproto_filter(w, wsi, user);
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
 		return hub__pending_enter(w, wsi);
 	case LWS_CALLBACK_WSI_DESTROY:

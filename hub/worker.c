@@ -459,6 +459,10 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 		hub_log(HUB_LOG_ERR, "HUB-START", "libev: no loop");
 		goto out;
 	}
+	if (w.nproxies && !(w.proxyproto = hub__proxyproto_new(&w, loop))) {
+		hub_log(HUB_LOG_ERR, "HUB-START", "out of memory");
+		goto out;
+	}
 	if (context_open(&w, loop))
 		goto out;
 	if (writer_start(w.writer) || bridge_start(w.bridge)) {
@@ -505,6 +509,8 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 out:
 	if (ready_fd >= 0)
 		close(ready_fd);
+	hub__proxyproto_free(w.proxyproto); /* headers still being read */
+	w.proxyproto = NULL;
 	destroy_context(&w);
 	hub_tls_free(w.tls); /* after every TLS connection is gone */
 	if (w.bridge && rc)

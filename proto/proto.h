@@ -12,7 +12,7 @@
  *   - credentials as they arrive in an HTTP upgrade (proto_cred.c), and
  *     the upgrade request itself (proto_http.c);
  *   - the client's address behind a trusted proxy, allowed web origins
- *     (proto_net.c).
+ *     (proto_net.c), the PROXY protocol header (proto_proxy.c).
  *
  * Everything here is a pure function of its arguments: no I/O, no state,
  * no logging, safe from any thread. Every input is (pointer, length) and
@@ -286,5 +286,37 @@ int proto_forwarded(const char *v, size_t len, const struct proto_cidr *c,
  * NULL, empty or "*": any), compared without regard to case.
  */
 int proto_origin_allowed(const char *list, const char *origin, size_t len);
+
+/* ---- the PROXY protocol header (proto_proxy.c) ------------------------ */
+
+#define PROTO_PROXY_V1_MAX 107 /* a version 1 line, CRLF included */
+/* Enough bytes to decide any header: a v1 line, or v2's 16 bytes and the
+ * largest address block the parser reads (AF_INET6, 36). */
+#define PROTO_PROXY_PEEK_MAX PROTO_PROXY_V1_MAX
+
+enum proto_proxy_cmd { PROTO_PROXY_LOCAL, PROTO_PROXY_PROXY };
+
+struct proto_proxy {
+	int version;		      /* 1 or 2 */
+	enum proto_proxy_cmd command; /* LOCAL: the proxy's own connection */
+	int family; /* 4 or 6; 0: no client address (UNKNOWN, UNSPEC, AF_UNIX,
+		       LOCAL): the peer's own address stands */
+	unsigned char src[16], dst[16]; /* network order, 4 or 16 bytes used */
+	uint16_t src_port, dst_port;
+	size_t header_len; /* its bytes on the wire, v2 TLVs included */
+};
+/*
+ * A PROXY protocol v1 or v2 header at the start of buf[0..len), the bytes
+ * a connection has sent so far. HUB_OK: *out holds it (out->header_len may
+ * exceed len for a v2 header with TLVs: the caller skips the rest).
+ * HUB_ERR_BUSY: buf is a proper prefix of a header, all of it header
+ * bytes; wait for more. HUB_ERR_NOTFOUND: buf does not begin like a
+ * header (TLS, HTTP). HUB_ERR_INVAL: a malformed header, or a v1 line
+ * with no CRLF within 107 bytes. Any thread.
+ */
+int proto_proxy_parse(const void *buf, size_t len, struct proto_proxy *out);
+/* The client address of a parsed header as text into out[0..cap):
+ * HUB_OK, HUB_ERR_NOTFOUND (family 0: none) or HUB_ERR_TOOBIG. */
+int proto_proxy_addr(const struct proto_proxy *p, char *out, size_t cap);
 
 #endif

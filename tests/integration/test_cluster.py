@@ -1,8 +1,9 @@
 """A real cluster on loopback: three NATS Server nodes (MQTT 3.1.1 on
 clustered JetStream, conf/cluster/nats-node.conf), two hubs on different
 nodes (their own registries, one --token-key, --mqtt-version 3) and HAProxy
-in front (conf/cluster/haproxy.cfg). A device provisioned once with a
-signed token connects through the load balancer to either hub; a command
+in front (conf/cluster/haproxy.cfg, PROXY protocol v2 to the hubs, which
+trust 127.0.0.1). A device provisioned once with a signed token connects
+through the load balancer to either hub, under its own address; a command
 sent with hubctl --mqtt-version 3 on node 1 reaches a device held by the
 hub on node 2; a group command reaches devices on every hub; a takeover
 across hubs closes the old session with 4001 and leaves the device online;
@@ -172,7 +173,8 @@ class TestCluster(hubfix.HubTest):
         for i, node in enumerate(self.nodes[:2], 1):
             h = Hub(self.tmp, self.cert, self.key, os.path.join(self.tmp, f"h{i}.db"),
                     node, hub_id=f"h{i}",
-                    extra=["--mqtt-version", 3, "--token-key", pub])
+                    extra=["--mqtt-version", 3, "--token-key", pub,
+                           "--trusted-proxies", "127.0.0.1/32"])
             self.hubs.append(h)
             hubs.append(h.start(timeout=60))
         lb = self.start_lb(hubs)
@@ -196,6 +198,16 @@ class TestCluster(hubfix.HubTest):
         where = {d: status(d)["hub"] for d in c}
         self.assertEqual(set(where.values()), {"h1", "h2"}, where)
         on2 = [d for d in c if where[d] == "h2"][0]
+
+        # the device's own address through the load balancer (PROXY v2)
+        from test_proxy_protocol import upgrade
+        st, raw = upgrade(lb, b"/v1/devices/c3", "127.0.0.7",
+                          b"Authorization: Bearer " + tok["c3"].encode() +
+                          b"\r\n")
+        self.assertEqual(st, 101)
+        hubfix.wait_until(lambda: (status("c3") or {}).get("addr") ==
+                          "127.0.0.7", 20, what="c3 online from 127.0.0.7")
+        raw.close()
         on1 = [d for d in c if where[d] == "h1"][0]
 
         # hubctl speaks MQTT 5 unless told: NATS refuses it, and hubctl

@@ -1018,6 +1018,217 @@ trusted_proxies_and_origins(void **state)
 	assert_false(proto_origin_allowed("https://x", "https://x\0", 10));
 }
 
+/* ---- PROXY protocol headers ---- */
+
+#define PP(lit) proto_proxy_parse(lit, sizeof(lit) - 1, &pp)
+
+static const unsigned char pp_sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
+					 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
+
+/* A v2 header: signature, ver_cmd, fam, then len bytes of body. */
+static size_t
+pp_v2(unsigned char *b, unsigned vc, unsigned fam, const void *body, size_t len)
+{
+	memcpy(b, pp_sig, 12);
+	b[12] = (unsigned char)vc;
+	b[13] = (unsigned char)fam;
+	b[14] = (unsigned char)(len >> 8);
+	b[15] = (unsigned char)len;
+	if (len)
+		memcpy(b + 16, body, len);
+	return 16 + len;
+}
+
+static void
+proxy_v1(void **state)
+{
+	struct proto_proxy pp;
+	char a[64];
+	const char *ok =
+	    "PROXY TCP4 127.0.0.5 127.0.0.1 40000 8443\r\n\x16\x03";
+	size_t i, n = strlen("PROXY TCP4 127.0.0.5 127.0.0.1 40000 8443\r\n");
+	char line[160];
+
+	(void)state;
+	assert_int_equal(proto_proxy_parse(ok, strlen(ok), &pp), HUB_OK);
+	assert_int_equal(pp.version, 1);
+	assert_int_equal(pp.command, PROTO_PROXY_PROXY);
+	assert_int_equal(pp.family, 4);
+	assert_int_equal(pp.header_len, n); /* the TLS bytes are not its own */
+	assert_int_equal(pp.src_port, 40000);
+	assert_int_equal(pp.dst_port, 8443);
+	assert_int_equal(proto_proxy_addr(&pp, a, sizeof(a)), HUB_OK);
+	assert_string_equal(a, "127.0.0.5");
+	assert_int_equal(proto_proxy_addr(&pp, a, 4), HUB_ERR_TOOBIG);
+	/* every proper prefix asks for more */
+	for (i = 1; i < n; i++)
+		assert_int_equal(proto_proxy_parse(ok, i, &pp), HUB_ERR_BUSY);
+
+	assert_int_equal(PP("PROXY TCP6 2001:db8::5 ::1 65535 0\r\n"), HUB_OK);
+	assert_int_equal(pp.family, 6);
+	assert_int_equal(pp.src_port, 65535);
+	assert_int_equal(proto_proxy_addr(&pp, a, sizeof(a)), HUB_OK);
+	assert_string_equal(a, "2001:db8::5");
+	assert_int_equal(PP("PROXY UNKNOWN\r\n"), HUB_OK);
+	assert_int_equal(pp.family, 0);
+	assert_int_equal(pp.header_len, 15);
+	assert_int_equal(proto_proxy_addr(&pp, a, sizeof(a)), HUB_ERR_NOTFOUND);
+	assert_int_equal(PP("PROXY UNKNOWN ffff::1 ::1 1 2\r\n"), HUB_OK);
+	assert_int_equal(pp.family, 0);
+
+	/* not a PROXY header: TLS, HTTP (PUT and POST share the P) */
+	assert_int_equal(PP("\x16\x03\x01\x02\x00"), HUB_ERR_NOTFOUND);
+	assert_int_equal(PP("GET / HTTP/1.1\r\n"), HUB_ERR_NOTFOUND);
+	assert_int_equal(PP("PUT / HTTP/1.1\r\n"), HUB_ERR_NOTFOUND);
+	assert_int_equal(PP("POST"), HUB_ERR_NOTFOUND);
+	assert_int_equal(PP("P"), HUB_ERR_BUSY);
+	assert_int_equal(PP("PROX"), HUB_ERR_BUSY);
+	assert_int_equal(proto_proxy_parse("", 0, &pp), HUB_ERR_BUSY);
+
+	/* malformed: strict spaces, families, addresses, ports, CRLF */
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5  127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 1 2 \r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 1\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 1 2 3\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 ::1 ::1 1 2\r\n"), HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP6 127.0.0.5 127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP5 127.0.0.5 127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY tcp4 127.0.0.5 127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.256 127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 65536 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 01 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 -1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 1 2\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5 127.0.0.1 1 2\rX"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY TCP4 127.0.0.5\0 127.0.0.1 1 2\r\n"),
+			 HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY UNKNOWNX\r\n"), HUB_ERR_INVAL);
+	assert_int_equal(PP("PROXY \r\n"), HUB_ERR_INVAL);
+
+	/* 107 bytes with the CRLF is the most; no CRLF by then is invalid */
+	memset(line, ' ', sizeof(line));
+	memcpy(line, "PROXY UNKNOWN", 13);
+	memcpy(line + 105, "\r\n", 2);
+	assert_int_equal(proto_proxy_parse(line, 107, &pp), HUB_OK);
+	assert_int_equal(pp.header_len, 107);
+	memset(line + 105, ' ', 2);
+	memcpy(line + 106, "\r\n", 2);
+	assert_int_equal(proto_proxy_parse(line, 106, &pp), HUB_ERR_BUSY);
+	assert_int_equal(proto_proxy_parse(line, 108, &pp), HUB_ERR_INVAL);
+	assert_int_equal(proto_proxy_parse(line, 150, &pp), HUB_ERR_INVAL);
+}
+
+static void
+proxy_v2(void **state)
+{
+	struct proto_proxy pp;
+	unsigned char b[600], body[300];
+	size_t n, i;
+	char a[64];
+
+	(void)state;
+	/* TCP over IPv4: 127.0.0.5:40000 -> 127.0.0.1:8443 */
+	memcpy(body, "\x7f\x00\x00\x05\x7f\x00\x00\x01\x9c\x40\x20\xfb", 12);
+	n = pp_v2(b, 0x21, 0x11, body, 12);
+	b[n] = 0x16; /* the ClientHello after it is not its own */
+	assert_int_equal(proto_proxy_parse(b, n + 1, &pp), HUB_OK);
+	assert_int_equal(pp.version, 2);
+	assert_int_equal(pp.command, PROTO_PROXY_PROXY);
+	assert_int_equal(pp.family, 4);
+	assert_int_equal(pp.header_len, 28);
+	assert_int_equal(pp.src_port, 40000);
+	assert_int_equal(pp.dst_port, 8443);
+	assert_int_equal(proto_proxy_addr(&pp, a, sizeof(a)), HUB_OK);
+	assert_string_equal(a, "127.0.0.5");
+	for (i = 1; i < n; i++)
+		assert_int_equal(proto_proxy_parse(b, i, &pp), HUB_ERR_BUSY);
+
+	/* TLVs after the addresses: parsed from the addresses alone, the
+	 * whole length to be skipped */
+	memset(body + 12, 0x04, 200); /* PP2_TYPE_NOOP TLVs, say */
+	n = pp_v2(b, 0x21, 0x11, body, 212);
+	assert_int_equal(proto_proxy_parse(b, 28, &pp), HUB_OK);
+	assert_int_equal(pp.header_len, 228);
+
+	/* TCP over IPv6 */
+	memset(body, 0, 36);
+	body[0] = 0x20, body[1] = 0x01, body[2] = 0x0d, body[3] = 0xb8;
+	body[15] = 5;
+	body[31] = 1;
+	body[32] = 0x9c, body[33] = 0x40, body[34] = 0x20, body[35] = 0xfb;
+	n = pp_v2(b, 0x21, 0x21, body, 36);
+	assert_int_equal(proto_proxy_parse(b, n - 1, &pp), HUB_ERR_BUSY);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_OK);
+	assert_int_equal(pp.family, 6);
+	assert_int_equal(proto_proxy_addr(&pp, a, sizeof(a)), HUB_OK);
+	assert_string_equal(a, "2001:db8::5");
+
+	/* LOCAL (a health check): any block, discarded; no address */
+	n = pp_v2(b, 0x20, 0x00, NULL, 0);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_OK);
+	assert_int_equal(pp.command, PROTO_PROXY_LOCAL);
+	assert_int_equal(pp.family, 0);
+	assert_int_equal(pp.header_len, 16);
+	n = pp_v2(b, 0x20, 0xff, body, 5);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_OK);
+	assert_int_equal(pp.header_len, 21);
+
+	/* PROXY with UNSPEC or AF_UNIX: no address for us */
+	n = pp_v2(b, 0x21, 0x00, NULL, 0);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_OK);
+	assert_int_equal(pp.family, 0);
+	memset(body, 'u', 216);
+	n = pp_v2(b, 0x21, 0x31, body, 216);
+	assert_int_equal(proto_proxy_parse(b, 16, &pp), HUB_OK);
+	assert_int_equal(pp.family, 0);
+	assert_int_equal(pp.header_len, 232);
+
+	/* malformed: version, command, family, transport, short blocks */
+	memcpy(body, "\x7f\x00\x00\x05\x7f\x00\x00\x01\x9c\x40\x20\xfb", 12);
+	n = pp_v2(b, 0x11, 0x11, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x31, 0x11, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x22, 0x11, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x41, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x13, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x12, body, 12); /* UDP */
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x10, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x01, body, 12);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x11, body, 11);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x21, body, 35);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	n = pp_v2(b, 0x21, 0x31, body, 215);
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_INVAL);
+	/* a signature that breaks off is not a header */
+	n = pp_v2(b, 0x21, 0x11, body, 12);
+	b[7] = 'X';
+	assert_int_equal(proto_proxy_parse(b, n, &pp), HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_proxy_parse("\r\nGET", 5, &pp),
+			 HUB_ERR_NOTFOUND);
+	assert_int_equal(proto_proxy_parse("\r\n\r", 3, &pp), HUB_ERR_BUSY);
+}
+
 int
 main(void)
 {
@@ -1051,6 +1262,8 @@ main(void)
 	    cmocka_unit_test(upgrade_request_rules),
 	    cmocka_unit_test(close_frames),
 	    cmocka_unit_test(trusted_proxies_and_origins),
+	    cmocka_unit_test(proxy_v1),
+	    cmocka_unit_test(proxy_v2),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
