@@ -376,7 +376,8 @@ class TestCluster(hubfix.HubTest):
             h = Hub(self.tmp, self.cert, self.key, os.path.join(self.tmp, f"h{i}.db"),
                     node, hub_id=f"h{i}", drain=drain,
                     extra=["--mqtt-version", 3, "--token-key",
-                           os.path.join(keydir, "fleet.pub")])
+                           os.path.join(keydir, "fleet.pub"),
+                           "--trusted-proxies", "127.0.0.1/32"])
             self.hubs.append(h)
             hubs.append(h.start(timeout=60))
         lb = self.start_lb(hubs)
