@@ -107,7 +107,8 @@
  * patches/mbedtls-free-tls13-handshake.patch frees the TLS 1.3 handshake
  * state that 3.6 keeps for the connection's life (5.6 KiB per device).
  * Measured (tools/bench-tls, one run, KiB per idle device, TLS 1.2 / 1.3):
- * 15.6 / 15.7 with both patches, 30.5 / 34.7 without (-n 3000).
+ * 13.1 / 13.2 with both patches, 28.1 / 32.3 without, in one run of
+ * -n 2000 (docs/benchmarks.md); handshake CPU the same within noise.
  * 512: a WebSocket ping, pong or short message (up to ~470 bytes of
  * payload) fits without growing; larger records grow it for their read. */
 #define MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH
