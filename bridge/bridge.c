@@ -318,6 +318,17 @@ bridge_uri_list_check(const char *list, char *err, size_t errlen)
 	return HUB_OK;
 }
 
+void
+bridge_on_status_acked(struct bridge *b,
+		       void (*fn)(void *arg, const char *device, int64_t seq),
+		       void *arg)
+{
+	if (!b || b->started)
+		return;
+	b->status_acked = fn;
+	b->status_arg = arg;
+}
+
 int
 bridge_start(struct bridge *b)
 {
@@ -463,6 +474,7 @@ bridge_get_stats(struct bridge *b, struct bridge_stats *out)
 	out->pending = atomic_load(&b->rq.st.pending);
 	out->connected = atomic_load(&b->connected);
 	out->rejected = atomic_load(&b->rq.st.rejected);
+	out->replaced = atomic_load(&b->rq.st.replaced);
 }
 
 int

@@ -106,6 +106,9 @@ struct bridge {
 	int window;
 	void (*wake)(void *arg);
 	void *wake_arg;
+	/* bridge_on_status_acked: set before bridge_start */
+	void (*status_acked)(void *arg, const char *device, int64_t seq);
+	void *status_arg;
 	MQTTAsync cli;
 	struct hub_queue *evq; /* bridge_ev *, to the service thread */
 
@@ -171,6 +174,9 @@ int bridge__paho_is_connected(struct bridge *b);
 /* ---- the link state machine and the thread (bridge_link.c) ---- */
 /* The bridge thread's body. */
 void *bridge__main(void *arg);
+/* The queue's `finished`: what an acknowledged or refused message means
+ * to the rest of the bridge (node status, subscriptions, the outbox). */
+void bridge__msg_finished(void *arg, struct bridge_msg *m, int rejected);
 /* Schedules the next connect attempt with backoff and jitter. */
 void bridge__schedule_reconnect(struct bridge *b);
 

@@ -415,3 +415,19 @@ bridge__main(void *arg)
 	atomic_store(&b->connected, 0);
 	return NULL;
 }
+
+void
+bridge__msg_finished(void *arg, struct bridge_msg *m, int rejected)
+{
+	struct bridge *b = arg;
+
+	if (m == b->online_msg)
+		b->online_msg = NULL;
+	if (m == b->offline_msg)
+		b->offline_msg = NULL;
+	if (m->kind == BRIDGE_ANNOUNCE && !rejected)
+		bridge__subs_announced(b, m->device);
+	/* the registry writer clears the status's outbox row */
+	if (m->kind == BRIDGE_STATUS && !rejected && b->status_acked)
+		b->status_acked(b->status_arg, m->device, m->pseq);
+}

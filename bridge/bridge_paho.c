@@ -371,23 +371,9 @@ paho_publish(void *arg, struct bridge_msg *m, int slot)
 	return BRIDGE_SEND_BUSY; /* -12 despite the window, or transient */
 }
 
-/* what a message that left the queue means to the rest of the bridge */
-static void
-paho_finished(void *arg, struct bridge_msg *m, int rejected)
-{
-	struct bridge *b = arg;
-
-	if (m == b->online_msg)
-		b->online_msg = NULL;
-	if (m == b->offline_msg)
-		b->offline_msg = NULL;
-	if (m->kind == BRIDGE_ANNOUNCE && !rejected)
-		bridge__subs_announced(b, m->device);
-}
-
 const struct bridge_rq_ops bridge__paho_ops = {
     .publish = paho_publish,
-    .finished = paho_finished,
+    .finished = bridge__msg_finished,
 };
 
 int

@@ -14,6 +14,17 @@
  * completion. A transport that says busy anyway leaves the message at the
  * head of the FIFO until a completion or retry_at_us.
  *
+ * Coalescing: statuses and session announcements are always taken (they
+ * are not the device's data and must not be refused), so while the broker
+ * is away a device that connects and disconnects 1000 times would queue
+ * 2000 statuses. Instead the FIFO holds at most one status and one
+ * announcement per device, the newest (an index by kind and device):
+ * memory is bounded by the number of devices, and the broker gets the
+ * newest status, which is all a retained topic keeps anyway. A newer one
+ * is appended at the tail (the older one is dropped from wherever it
+ * waited), so an online status still precedes the session's first
+ * message and an offline one follows its last.
+ *
  * Threads: the one that drives the queue (bridge thread); the counters are
  * atomics.
  */
@@ -105,6 +116,131 @@ bridge__is_device_q1(const struct bridge_msg *m)
 	return m->kind == BRIDGE_PUB && m->qos;
 }
 
+/* ---- the STATUS/ANNOUNCE index ------------------------------------- */
+
+static int
+coalesces(const struct bridge_msg *m)
+{
+	return m->kind == BRIDGE_STATUS || m->kind == BRIDGE_ANNOUNCE;
+}
+
+static size_t
+ckey(const struct bridge_msg *m)
+{
+	const unsigned char *p = (const unsigned char *)m->device;
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)m->kind;
+
+	for (; *p; p++)
+		h = (h ^ *p) * 1099511628211ull; /* FNV-1a */
+	return (size_t)h;
+}
+
+static int
+same_key(const struct bridge_msg *a, const struct bridge_msg *b)
+{
+	return a->kind == b->kind && !strcmp(a->device, b->device);
+}
+
+/* 1 if a supersedes b (same key): a status by presence seq, else intake */
+static int
+newer(const struct bridge_msg *a, const struct bridge_msg *b)
+{
+	if (a->kind == BRIDGE_STATUS && a->pseq != b->pseq)
+		return a->pseq > b->pseq;
+	return a->seq > b->seq;
+}
+
+static struct bridge_msg **
+cidx_slot(struct bridge_rq *q, const struct bridge_msg *m)
+{
+	struct bridge_msg **pp;
+
+	if (!q->cidx)
+		return NULL;
+	for (pp = &q->cidx[ckey(m) & q->cidx_mask]; *pp; pp = &(*pp)->cnext)
+		if (same_key(*pp, m))
+			return pp;
+	return NULL;
+}
+
+static void
+cidx_del(struct bridge_rq *q, struct bridge_msg *m)
+{
+	struct bridge_msg **pp;
+
+	if (!(m->state & BRIDGE_ST_INDEXED))
+		return;
+	pp = cidx_slot(q, m);
+	if (pp && *pp == m) {
+		*pp = m->cnext;
+		q->cidx_n--;
+	}
+	m->cnext = NULL;
+	m->state &= ~BRIDGE_ST_INDEXED;
+}
+
+/* Indexes m. Without memory to grow the table m is not indexed: it is
+ * kept and sent, only not coalesced. */
+static void
+cidx_put(struct bridge_rq *q, struct bridge_msg *m)
+{
+	size_t b;
+
+	if (!q->cidx || q->cidx_n >= q->cidx_mask + 1) {
+		size_t nb = q->cidx ? 2 * (q->cidx_mask + 1) : 1024, i;
+		struct bridge_msg **t = calloc(nb, sizeof(*t)), *e, *next;
+
+		if (!t)
+			return;
+		for (i = 0; q->cidx && i <= q->cidx_mask; i++)
+			for (e = q->cidx[i]; e; e = next) {
+				next = e->cnext;
+				e->cnext = t[ckey(e) & (nb - 1)];
+				t[ckey(e) & (nb - 1)] = e;
+			}
+		free(q->cidx);
+		q->cidx = t;
+		q->cidx_mask = nb - 1;
+	}
+	b = ckey(m) & q->cidx_mask;
+	m->cnext = q->cidx[b];
+	q->cidx[b] = m;
+	q->cidx_n++;
+	m->state |= BRIDGE_ST_INDEXED;
+}
+
+/* m, in the FIFO and not sent, is replaced by a newer one: gone. */
+static void
+supersede(struct bridge_rq *q, struct bridge_msg *m)
+{
+	cidx_del(q, m);
+	bridge__list_remove(&q->fifo, m);
+	atomic_fetch_sub(&q->st.pending, 1);
+	atomic_fetch_add(&q->st.replaced, 1);
+	free(m);
+}
+
+/*
+ * m is in the FIFO, not indexed: it and the waiting one of its key (if
+ * any) become one, the newer. m may be freed.
+ */
+static void
+coalesce(struct bridge_rq *q, struct bridge_msg *m)
+{
+	struct bridge_msg **pp;
+
+	if (!coalesces(m) || !m->qos)
+		return;
+	pp = cidx_slot(q, m);
+	if (pp && !newer(m, *pp)) {
+		supersede(q, m);
+		return;
+	}
+	if (pp)
+		supersede(q, *pp);
+	cidx_put(q, m);
+}
+
 /* ---- slots ---------------------------------------------------------- */
 
 static int
@@ -174,6 +310,9 @@ bridge__rq_free(struct bridge_rq *q)
 	bridge__list_free(&q->acked);
 	free(q->slots);
 	q->slots = NULL;
+	free(q->cidx);
+	q->cidx = NULL;
+	q->cidx_mask = q->cidx_n = 0;
 }
 
 size_t
@@ -189,7 +328,9 @@ bridge__rq_add(struct bridge_rq *q, struct bridge_msg *m)
 {
 	m->seq = ++q->seq;
 	m->state = 0;
+	m->cnext = NULL;
 	bridge__list_append(&q->fifo, m);
+	coalesce(q, m);
 }
 
 void
@@ -272,6 +413,7 @@ bridge__rq_complete(struct bridge_rq *q, int slot, enum bridge_done d,
 		/* dropped by the transport while the link looks up (the lost
 		 * link report follows): send again, not in a loop */
 		fifo_requeue(q, m);
+		coalesce(q, m);
 		q->blocked = 1;
 		q->retry_at_us = now_us + 50000;
 	} else {
@@ -295,6 +437,7 @@ bridge__rq_link_down(struct bridge_rq *q)
 {
 	struct bridge_msg *m, *next;
 	struct bridge_list back = {0};
+	size_t n;
 
 	q->up = 0;
 	/* a QoS 0 message may or may not have been written: not kept */
@@ -308,7 +451,14 @@ bridge__rq_link_down(struct bridge_rq *q)
 			free(m);
 		}
 	}
+	n = back.n;
 	list_splice_front(&q->fifo, &back); /* in their original order */
+	/* a status sent but not acknowledged meets the newer one queued
+	 * behind it: only the newer is sent again */
+	for (m = q->fifo.head; n--; m = next) {
+		next = m->next;
+		coalesce(q, m);
+	}
 	for (m = q->fifo.head; m; m = next) {
 		next = m->next;
 		if (!m->qos) {
@@ -342,6 +492,7 @@ bridge__rq_pump(struct bridge_rq *q, uint64_t now_us)
 			break; /* stale sends hold every slot: wait for them */
 		rc = q->ops->publish(q->arg, m, slot);
 		if (rc == BRIDGE_SEND_OK) {
+			cidx_del(q, m);
 			bridge__list_remove(&q->fifo, m);
 			q->slots[slot].msg = m;
 			if (m->state & BRIDGE_ST_SENT)
@@ -359,6 +510,7 @@ bridge__rq_pump(struct bridge_rq *q, uint64_t now_us)
 		}
 		slot_put(q, slot); /* no completion comes for a refusal */
 		if (rc == BRIDGE_SEND_REFUSED) {
+			cidx_del(q, m);
 			bridge__list_remove(&q->fifo, m);
 			if (m->qos)
 				finish(q, m, 1);

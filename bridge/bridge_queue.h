@@ -34,6 +34,7 @@
 #define BRIDGE_ST_SLOT_MASK 0x00ffffff
 #define BRIDGE_ST_SENT 0x01000000     /* handed over before: a resend */
 #define BRIDGE_ST_REJECTED 0x02000000 /* broker refused it (PUBACK >= 0x80) */
+#define BRIDGE_ST_INDEXED 0x04000000  /* in the FIFO's STATUS/ANNOUNCE index */
 
 /* A list of messages through their next/prev links. */
 struct bridge_list {
@@ -76,6 +77,7 @@ struct bridge_rq_ops {
 struct bridge_rq_stats {
 	atomic_uint_fast64_t sent, acked, dropped_qos0, resent, pending,
 	    rejected;
+	atomic_uint_fast64_t replaced; /* superseded before being sent */
 	atomic_size_t dev_held; /* device QoS 1 msgs not yet acked+reported */
 	atomic_size_t q0_held;	/* QoS 0 msgs accepted, not yet sent */
 };
@@ -96,6 +98,10 @@ struct bridge_rq {
 	int blocked;	      /* the transport said busy: wait */
 	uint64_t retry_at_us; /* ... until then, or a completion */
 	uint64_t seq;	      /* order of intake */
+	/* STATUS and ANNOUNCE messages in the FIFO by (kind, device): at
+	 * most one of each per device waits, the newest */
+	struct bridge_msg **cidx;
+	size_t cidx_mask, cidx_n;
 };
 
 /* A message of the device uplink that needs an ack event. */
@@ -115,7 +121,14 @@ int bridge__rq_init(struct bridge_rq *q, int window,
 		    const struct bridge_rq_ops *ops, void *arg, void *owner);
 /* Frees every message and the slots. Accepts a zeroed q. */
 void bridge__rq_free(struct bridge_rq *q);
-/* Takes m (pending already counted for a reliable one) at the tail. */
+/*
+ * Takes m (pending already counted for a reliable one) at the tail. A
+ * BRIDGE_STATUS or BRIDGE_ANNOUNCE replaces the one of the same device
+ * still waiting in the FIFO (if m is newer: a status by its presence seq
+ * pseq, an announcement by intake), which is freed without a `finished`
+ * call; if the waiting one is newer, m is the one freed. Either way
+ * st.replaced counts it. Sends already handed over are never replaced.
+ */
 void bridge__rq_add(struct bridge_rq *q, struct bridge_msg *m);
 /* Takes m ahead of everything queued (a reliable one, counted here). */
 void bridge__rq_add_front(struct bridge_rq *q, struct bridge_msg *m);

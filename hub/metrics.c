@@ -126,6 +126,11 @@ static const struct mdesc desc[M__COUNT] = {
 			    "Workers whose registry writer is retrying a "
 			    "batch now.",
 			    "gauge", NULL},
+    [M_STATUS_OUTBOX] = {"hub_status_outbox_pending",
+			 "Device statuses in the registry's outbox that no "
+			 "broker has acknowledged yet (durable; republished "
+			 "at the next start).",
+			 "gauge", NULL},
 };
 
 /* upper bounds in microseconds */
@@ -173,6 +178,7 @@ metrics_reset_gauges(struct metrics_slot *s)
 	for (k = M_CONNECTIONS; k <= M_DOWNLINK_QUEUED; k++)
 		metrics_set(s, (enum metric)k, 0);
 	metrics_set(s, M_REGISTRY_FAILING, 0);
+	metrics_set(s, M_STATUS_OUTBOX, 0);
 }
 
 static uint64_t

@@ -66,6 +66,7 @@ enum metric {
 	M_WORKER_RESTARTS,
 	M_REGISTRY_RETRIES,
 	M_REGISTRY_FAILING,
+	M_STATUS_OUTBOX, /* gauge, from the registry writer thread */
 	M__COUNT
 };
 
