@@ -17,7 +17,7 @@
  * a WebSocket ping (at most one per --heartbeat); one silent for
  * --idle-timeout seconds (no frame of any kind, pongs included) is closed
  * as "timeout". A session that is already closing is bounded by an lws
- * timeout set in sess_close() instead.
+ * timeout set in hub__sess_close() instead.
  *
  * Threads: the lws service thread only (called from the worker's tick).
  */

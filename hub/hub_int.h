@@ -191,20 +191,26 @@ void hub__groups_free(struct worker *w);
 /* A group (e->device) or fleet ("") command: to every live member. */
 void hub__group_cmd(struct worker *w, const struct bridge_ev *e);
 
-/* session.c */
-/* Queues a frame to a live session (sess_send): 0 or -1. */
+/* The device sessions (session.c, auth.c, uplink.c, downlink.c,
+ * lifecycle.c; their shared declarations are in session_int.h). */
+/* downlink.c: queues a frame to a live session: 0, or -1 when it was
+ * dropped (and counted). */
 int hub__sess_send(struct sess *s, const void *data, size_t len, int binary);
+/* session.c: the lws protocol callback of "hub.v1". */
 int hub__device_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 void *user, void *in, size_t len);
-/* Handles bridge events and new credentials: EVENT_WAIT_CANCELLED. */
+/* session.c: handles bridge events and new credentials:
+ * EVENT_WAIT_CANCELLED. */
 void hub__service_wake(struct worker *w);
-/* One step of the drain: closes this tick's share of sessions. */
+/* lifecycle.c: one step of the drain: closes this tick's share of
+ * sessions. */
 void hub__drain_step(struct worker *w);
 /* heartbeat.c: pings and the idle cut for a tenth of the device map; each
  * 100 ms tick. Service thread. */
 void hub__heartbeat_step(struct worker *w, uint64_t now_ms);
-/* Refreshes the gauges that are sampled rather than counted. */
+/* worker.c: refreshes the gauges that are sampled rather than counted. */
 void hub__sample_gauges(struct worker *w);
+/* lifecycle.c: the device map */
 int hub__map_init(struct worker *w, size_t expected);
 void hub__map_free(struct worker *w);
 

@@ -178,6 +178,36 @@ on_hup(struct ev_loop *loop, ev_signal *sw, int revents)
 		w->conf->tls_cert);
 }
 
+/*
+ * Adds what a bridge counter gained since the last sample. The slot in
+ * shared memory outlives the worker process; the bridge's counters start
+ * at 0 in each new one, so copying them would make the totals go back.
+ */
+static void
+add_delta(struct worker *w, enum metric k, uint64_t now, uint64_t *seen)
+{
+	if (now > *seen)
+		metrics_add(w->m, k, now - *seen);
+	*seen = now;
+}
+
+void
+hub__sample_gauges(struct worker *w)
+{
+	struct bridge_stats st;
+
+	bridge_get_stats(w->bridge, &st);
+	metrics_set(w->m, M_BRIDGE_PENDING, st.pending);
+	metrics_set(w->m, M_BROKER_CONNECTED, (uint64_t) !!st.connected);
+	metrics_set(w->m, M_WRITER_QUEUE, writer_queue_len(w->writer));
+	metrics_set(w->m, M_DOWNLINK_QUEUED, w->out_bytes);
+	add_delta(w, M_BRIDGE_SENT, st.sent, &w->seen.sent);
+	add_delta(w, M_BRIDGE_ACKED, st.acked, &w->seen.acked);
+	add_delta(w, M_BRIDGE_RESENT, st.resent, &w->seen.resent);
+	add_delta(w, M_BRIDGE_CONNECTS, st.connects, &w->seen.connects);
+	add_delta(w, M_CMDS_REFUSED, st.cmds_dropped, &w->seen.cmds_dropped);
+}
+
 static void
 on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
