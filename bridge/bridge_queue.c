@@ -17,13 +17,16 @@
  * Coalescing: statuses and session announcements are always taken (they
  * are not the device's data and must not be refused), so while the broker
  * is away a device that connects and disconnects 1000 times would queue
- * 2000 statuses. Instead the FIFO holds at most one status and one
- * announcement per device, the newest (an index by kind and device):
- * memory is bounded by the number of devices, and the broker gets the
- * newest status, which is all a retained topic keeps anyway. A newer one
- * is appended at the tail (the older one is dropped from wherever it
- * waited), so an online status still precedes the session's first
- * message and an offline one follows its last.
+ * 2000 statuses and 1000 announcements. Instead a newer status (by
+ * presence seq) or announcement of a device replaces the one still
+ * waiting in the FIFO (an index by kind and device), and is appended at
+ * the tail: memory is bounded by the number of devices (plus one status
+ * per device message queued, itself bounded by max_pending), and the
+ * broker gets the newest status, which is all a retained topic keeps
+ * anyway. Order stays right: a device message queued behind a waiting
+ * status pins it (it is sent, not replaced), so an online status still
+ * precedes the session's messages, and a replacing offline one follows
+ * them.
  *
  * Threads: the one that drives the queue (bridge thread); the counters are
  * atomics.
@@ -155,7 +158,7 @@ cidx_slot(struct bridge_rq *q, const struct bridge_msg *m)
 {
 	struct bridge_msg **pp;
 
-	if (!q->cidx)
+	if (!q->cidx || !q->cidx_n)
 		return NULL;
 	for (pp = &q->cidx[ckey(m) & q->cidx_mask]; *pp; pp = &(*pp)->cnext)
 		if (same_key(*pp, m))
@@ -222,13 +225,26 @@ supersede(struct bridge_rq *q, struct bridge_msg *m)
 
 /*
  * m is in the FIFO, not indexed: it and the waiting one of its key (if
- * any) become one, the newer. m may be freed.
+ * any) become one, the newer. A device message queued behind a waiting
+ * status pins that status (it leaves the index and will be sent): the
+ * status a subscriber sees before the device's data is the one that was
+ * true when the data came. m may be freed.
  */
 static void
 coalesce(struct bridge_rq *q, struct bridge_msg *m)
 {
 	struct bridge_msg **pp;
 
+	if (m->kind == BRIDGE_PUB && q->cidx_n) {
+		struct bridge_msg probe;
+
+		probe.kind = BRIDGE_STATUS;
+		memcpy(probe.device, m->device, sizeof(probe.device));
+		pp = cidx_slot(q, &probe);
+		if (pp)
+			cidx_del(q, *pp);
+		return;
+	}
 	if (!coalesces(m) || !m->qos)
 		return;
 	pp = cidx_slot(q, m);
@@ -239,6 +255,30 @@ coalesce(struct bridge_rq *q, struct bridge_msg *m)
 	if (pp)
 		supersede(q, *pp);
 	cidx_put(q, m);
+}
+
+/*
+ * After messages went back into the FIFO (a lost link, a dropped send):
+ * the index again, as if the FIFO had been taken in its order, so a
+ * status sent but not acknowledged meets the newer one queued behind it
+ * and only the newer is sent again.
+ */
+static void
+cidx_rebuild(struct bridge_rq *q)
+{
+	struct bridge_msg *m, *next;
+
+	for (m = q->fifo.head; m; m = m->next) {
+		m->cnext = NULL;
+		m->state &= ~BRIDGE_ST_INDEXED;
+	}
+	if (q->cidx)
+		memset(q->cidx, 0, (q->cidx_mask + 1) * sizeof(*q->cidx));
+	q->cidx_n = 0;
+	for (m = q->fifo.head; m; m = next) {
+		next = m->next; /* coalesce frees m or an earlier one */
+		coalesce(q, m);
+	}
 }
 
 /* ---- slots ---------------------------------------------------------- */
@@ -413,7 +453,7 @@ bridge__rq_complete(struct bridge_rq *q, int slot, enum bridge_done d,
 		/* dropped by the transport while the link looks up (the lost
 		 * link report follows): send again, not in a loop */
 		fifo_requeue(q, m);
-		coalesce(q, m);
+		cidx_rebuild(q);
 		q->blocked = 1;
 		q->retry_at_us = now_us + 50000;
 	} else {
@@ -437,7 +477,6 @@ bridge__rq_link_down(struct bridge_rq *q)
 {
 	struct bridge_msg *m, *next;
 	struct bridge_list back = {0};
-	size_t n;
 
 	q->up = 0;
 	/* a QoS 0 message may or may not have been written: not kept */
@@ -451,14 +490,7 @@ bridge__rq_link_down(struct bridge_rq *q)
 			free(m);
 		}
 	}
-	n = back.n;
 	list_splice_front(&q->fifo, &back); /* in their original order */
-	/* a status sent but not acknowledged meets the newer one queued
-	 * behind it: only the newer is sent again */
-	for (m = q->fifo.head; n--; m = next) {
-		next = m->next;
-		coalesce(q, m);
-	}
 	for (m = q->fifo.head; m; m = next) {
 		next = m->next;
 		if (!m->qos) {
@@ -469,6 +501,7 @@ bridge__rq_link_down(struct bridge_rq *q)
 	q->out_all = q->out_q1 = 0;
 	q->blocked = 0;
 	q->retry_at_us = 0;
+	cidx_rebuild(q);
 }
 
 /* ---- sending -------------------------------------------------------- */

@@ -127,7 +127,8 @@ void bridge__rq_free(struct bridge_rq *q);
  * still waiting in the FIFO (if m is newer: a status by its presence seq
  * pseq, an announcement by intake), which is freed without a `finished`
  * call; if the waiting one is newer, m is the one freed. Either way
- * st.replaced counts it. Sends already handed over are never replaced.
+ * st.replaced counts it. Sends already handed over are never replaced,
+ * nor is a status with a BRIDGE_PUB of its device queued behind it.
  */
 void bridge__rq_add(struct bridge_rq *q, struct bridge_msg *m);
 /* Takes m ahead of everything queued (a reliable one, counted here). */

@@ -2,7 +2,8 @@
  * test_bridge_queue.c - the bridge's reliable queue (bridge_queue.c)
  * driven through its transport seam by a fake transport: FIFO order, acks,
  * resends after a lost link, late completions, the windows and the slot
- * bound. No broker, no Paho, no threads.
+ * bound, and the coalescing of statuses and announcements (one waiting
+ * per device, the newest). No broker, no Paho, no threads.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -351,6 +352,165 @@ test_add_front(void **state)
 	bridge__rq_free(&q);
 }
 
+/* A status of device with presence seq pseq (counted as bridge_submit). */
+static struct bridge_msg *
+status(struct bridge_rq *q, const char *device, int64_t pseq)
+{
+	char json[64];
+	struct bridge_msg *m;
+	int n = snprintf(json, sizeof(json), "{\"seq\":%lld}", (long long)pseq);
+
+	m = bridge_msg_new(BRIDGE_STATUS, device, "status", json, (size_t)n);
+	assert_non_null(m);
+	m->qos = 1;
+	m->retain = 1;
+	m->pseq = pseq;
+	atomic_fetch_add(&q->st.pending, 1);
+	return m;
+}
+
+/* A device's QoS 1 message. */
+static struct bridge_msg *
+data(struct bridge_rq *q, const char *device, const char *topic)
+{
+	struct bridge_msg *m =
+	    bridge_msg_new(BRIDGE_PUB, device, topic, "1", 1);
+
+	assert_non_null(m);
+	m->qos = 1;
+	atomic_fetch_add(&q->st.pending, 1);
+	return m;
+}
+
+static struct bridge_msg *
+announce(struct bridge_rq *q, const char *device)
+{
+	struct bridge_msg *m =
+	    bridge_msg_new(BRIDGE_ANNOUNCE, device, NULL, "{}", 2);
+
+	assert_non_null(m);
+	m->qos = 1;
+	atomic_fetch_add(&q->st.pending, 1);
+	return m;
+}
+
+static void
+test_statuses_bounded_by_devices(void **state)
+{
+	struct bridge_rq q;
+	struct fake f;
+	char dev[16];
+	int64_t seq;
+	int d, i;
+
+	/* the link is down: 1000 transitions of each of 50 devices, each an
+	 * announcement and a status */
+	setup_q(&q, &f, 100);
+	for (seq = 1; seq <= 1000; seq++)
+		for (d = 0; d < 50; d++) {
+			snprintf(dev, sizeof(dev), "dev%d", d);
+			bridge__rq_add(&q, announce(&q, dev));
+			bridge__rq_add(&q, status(&q, dev, seq));
+		}
+	assert_int_equal(q.fifo.n, 100);
+	assert_int_equal(atomic_load(&q.st.pending), 100);
+	assert_int_equal(atomic_load(&q.st.replaced), 2 * 50 * 999);
+	/* an older status arriving late does not replace the newer */
+	bridge__rq_add(&q, status(&q, "dev7", 3));
+	assert_int_equal(q.fifo.n, 100);
+	/* sent: the newest of each, in the order of their last transition */
+	bridge__rq_link_up(&q, 0);
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 100);
+	for (i = 0; i < 100; i++) {
+		snprintf(dev, sizeof(dev), "dev%d", i / 2);
+		assert_string_equal(f.sent[i]->device, dev);
+		if (i % 2) {
+			assert_int_equal(f.sent[i]->kind, BRIDGE_STATUS);
+			assert_int_equal(f.sent[i]->pseq, 1000);
+		} else {
+			assert_int_equal(f.sent[i]->kind, BRIDGE_ANNOUNCE);
+		}
+	}
+	for (i = 0; i < 100; i++)
+		bridge__rq_complete(&q, f.slot[i], BRIDGE_DONE_OK, 0);
+	assert_int_equal(atomic_load(&q.st.pending), 0);
+	assert_int_equal(q.cidx_n, 0);
+	bridge__rq_free(&q);
+}
+
+static void
+test_status_order_with_data(void **state)
+{
+	struct bridge_rq q;
+	struct fake f;
+
+	/* online(1), data of that session, offline(2), online(3), data:
+	 * online(1) is pinned by the data behind it (a subscriber must see it
+	 * before that data); 3 replaces 2 at the tail, after the old
+	 * session's data and before the new one's */
+	setup_q(&q, &f, 100);
+	bridge__rq_add(&q, status(&q, "d", 1));
+	bridge__rq_add(&q, data(&q, "d", "data/1"));
+	bridge__rq_add(&q, status(&q, "d", 2));
+	bridge__rq_add(&q, status(&q, "d", 3));
+	bridge__rq_add(&q, data(&q, "d", "data/3"));
+	/* another device's data pins nothing of "d" */
+	bridge__rq_add(&q, status(&q, "d", 4));
+	bridge__rq_add(&q, data(&q, "e", "data/e"));
+	bridge__rq_add(&q, status(&q, "d", 5));
+	assert_int_equal(atomic_load(&q.st.replaced), 2);
+	bridge__rq_link_up(&q, 0);
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 6);
+	assert_int_equal(f.sent[0]->pseq, 1);
+	assert_string_equal(f.sent[1]->topic, "data/1");
+	assert_int_equal(f.sent[2]->pseq, 3);
+	assert_string_equal(f.sent[3]->topic, "data/3");
+	assert_string_equal(f.sent[4]->topic, "data/e");
+	assert_int_equal(f.sent[5]->pseq, 5);
+	/* a status in flight is never replaced: a newer one is sent after */
+	bridge__rq_add(&q, status(&q, "d", 6));
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 7);
+	assert_int_equal(f.sent[6]->pseq, 6);
+	/* the link goes with 5 and 6 unacknowledged, and 7 is queued: only
+	 * 7 is sent again */
+	for (int i = 0; i < 5; i++)
+		bridge__rq_complete(&q, f.slot[i], BRIDGE_DONE_OK, 0);
+	bridge__rq_link_down(&q);
+	bridge__rq_add(&q, status(&q, "d", 7));
+	assert_int_equal(q.fifo.n, 1);
+	assert_int_equal(q.fifo.head->pseq, 7);
+	assert_int_equal(atomic_load(&q.st.pending), 1);
+	/* a send the transport dropped meets the newer status queued
+	 * meanwhile: one remains */
+	bridge__rq_link_up(&q, 0);
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 8);
+	bridge__rq_add(&q, status(&q, "d", 8));
+	bridge__rq_complete(&q, f.slot[7], BRIDGE_DONE_FAIL, 0);
+	assert_int_equal(q.fifo.n, 1);
+	assert_int_equal(q.fifo.head->pseq, 8);
+	/* after a lost link, data that was in flight behind a status still
+	 * pins it */
+	q.blocked = 0;
+	bridge__rq_pump(&q, 0);
+	bridge__rq_add(&q, data(&q, "d", "data/8"));
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 10);
+	bridge__rq_add(&q, status(&q, "d", 9));
+	bridge__rq_link_down(&q);
+	assert_int_equal(q.fifo.n, 3);
+	assert_int_equal(q.fifo.head->pseq, 8);
+	assert_int_equal(q.fifo.tail->pseq, 9);
+	/* a device's data is never coalesced */
+	bridge__rq_add(&q, msg(&q, "data/x", 1));
+	bridge__rq_add(&q, msg(&q, "data/x", 1));
+	assert_int_equal(q.fifo.n, 5);
+	bridge__rq_free(&q);
+}
+
 int
 main(void)
 {
@@ -362,6 +522,8 @@ main(void)
 	    cmocka_unit_test(test_windows_and_slots),
 	    cmocka_unit_test(test_transport_says_no),
 	    cmocka_unit_test(test_add_front),
+	    cmocka_unit_test(test_statuses_bounded_by_devices),
+	    cmocka_unit_test(test_status_order_with_data),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
