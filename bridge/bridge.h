@@ -18,8 +18,9 @@
  * the reconnect (clean start: Paho forgets them). Only then does the service
  * thread get BRIDGE_EV_ACK for a device message. The FIFO is bounded by
  * max_pending for device messages (bridge_has_room); statuses and session
- * announcements are always taken, but a newer one of a device replaces
- * the one still waiting in the FIFO (a status by its presence seq), so
+ * announcements are always taken, but while the link is down a newer one
+ * of a device replaces the one still waiting (a status by its presence
+ * seq), so
  * while the broker is away they take memory by the number of devices, not
  * by the number of transitions. QoS 0 while disconnected is dropped and
  * counted.

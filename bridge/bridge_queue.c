@@ -17,16 +17,17 @@
  * Coalescing: statuses and session announcements are always taken (they
  * are not the device's data and must not be refused), so while the broker
  * is away a device that connects and disconnects 1000 times would queue
- * 2000 statuses and 1000 announcements. Instead a newer status (by
- * presence seq) or announcement of a device replaces the one still
- * waiting in the FIFO (an index by kind and device), and is appended at
- * the tail: memory is bounded by the number of devices (plus one status
- * per device message queued, itself bounded by max_pending), and the
+ * 2000 statuses and 1000 announcements. Instead, while the link is down,
+ * a newer status (by presence seq) or announcement of a device replaces
+ * the one still waiting in the FIFO (an index by kind and device), and is
+ * appended at the tail: memory is bounded by the number of devices (plus one
+ * status per device message queued, itself bounded by max_pending), and the
  * broker gets the newest status, which is all a retained topic keeps
  * anyway. Order stays right: a device message queued behind a waiting
  * status pins it (it is sent, not replaced), so an online status still
  * precedes the session's messages, and a replacing offline one follows
- * them.
+ * them. With the link up nothing is replaced: every transition reaches
+ * the broker, as before.
  *
  * Threads: the one that drives the queue (bridge thread); the counters are
  * atomics.
@@ -245,7 +246,8 @@ coalesce(struct bridge_rq *q, struct bridge_msg *m)
 			cidx_del(q, *pp);
 		return;
 	}
-	if (!coalesces(m) || !m->qos)
+	/* with the link up every transition is sent, as subscribers expect */
+	if (!coalesces(m) || !m->qos || q->up)
 		return;
 	pp = cidx_slot(q, m);
 	if (pp && !newer(m, *pp)) {
@@ -258,10 +260,9 @@ coalesce(struct bridge_rq *q, struct bridge_msg *m)
 }
 
 /*
- * After messages went back into the FIFO (a lost link, a dropped send):
- * the index again, as if the FIFO had been taken in its order, so a
- * status sent but not acknowledged meets the newer one queued behind it
- * and only the newer is sent again.
+ * After a lost link put messages back into the FIFO: the index again, as if the
+ * FIFO had been taken in its order, so a status sent but not acknowledged meets
+ * the newer one queued behind it and only the newer is sent again.
  */
 static void
 cidx_rebuild(struct bridge_rq *q)
@@ -453,7 +454,6 @@ bridge__rq_complete(struct bridge_rq *q, int slot, enum bridge_done d,
 		/* dropped by the transport while the link looks up (the lost
 		 * link report follows): send again, not in a loop */
 		fifo_requeue(q, m);
-		cidx_rebuild(q);
 		q->blocked = 1;
 		q->retry_at_us = now_us + 50000;
 	} else {

@@ -122,8 +122,9 @@ int bridge__rq_init(struct bridge_rq *q, int window,
 /* Frees every message and the slots. Accepts a zeroed q. */
 void bridge__rq_free(struct bridge_rq *q);
 /*
- * Takes m (pending already counted for a reliable one) at the tail. A
- * BRIDGE_STATUS or BRIDGE_ANNOUNCE replaces the one of the same device
+ * Takes m (pending already counted for a reliable one) at the tail. While
+ * the link is down, a BRIDGE_STATUS or BRIDGE_ANNOUNCE replaces the one of
+ * the same device
  * still waiting in the FIFO (if m is newer: a status by its presence seq
  * pseq, an announcement by intake), which is freed without a `finished`
  * call; if the waiting one is newer, m is the one freed. Either way

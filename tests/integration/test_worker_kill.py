@@ -115,11 +115,15 @@ class TestWorkerKill(hubfix.HubTest):
             last = hubfix.wait_until(last_online, 20,
                                      what=f"{d}: online with its new session")
             # above the old session's online and any hub_restart offline
-            # (offline statuses name no session)
+            # (offline statuses name no session). Either may never have
+            # been published: a status still in the killed worker's queue
+            # is published by its restart only if it is still the
+            # device's newest (the status outbox), which it is not once
+            # the device is back
             others = [s["seq"] for s in status_msgs(sub, d)
                       if s.get("session") != rows[d][0]]
-            self.assertTrue(others, d)
-            self.assertGreater(last["seq"], max(others), d)
+            if others:
+                self.assertGreater(last["seq"], max(others), d)
             # The retained status is the last to *arrive*: when the
             # reconnect's online row commits just after the restarted
             # worker's repair scan, that worker's offline can arrive after

@@ -436,6 +436,14 @@ test_statuses_bounded_by_devices(void **state)
 		bridge__rq_complete(&q, f.slot[i], BRIDGE_DONE_OK, 0);
 	assert_int_equal(atomic_load(&q.st.pending), 0);
 	assert_int_equal(q.cidx_n, 0);
+	/* with the link up every transition is sent */
+	bridge__rq_add(&q, status(&q, "up", 1));
+	bridge__rq_add(&q, status(&q, "up", 2));
+	bridge__rq_add(&q, announce(&q, "up"));
+	bridge__rq_add(&q, announce(&q, "up"));
+	assert_int_equal(q.fifo.n, 4);
+	bridge__rq_pump(&q, 0);
+	assert_int_equal(f.n, 104);
 	bridge__rq_free(&q);
 }
 
@@ -488,17 +496,20 @@ test_status_order_with_data(void **state)
 	bridge__rq_link_up(&q, 0);
 	bridge__rq_pump(&q, 0);
 	assert_int_equal(f.n, 8);
+	/* with the link up nothing is replaced: a send the transport
+	 * dropped goes back before the newer status queued meanwhile */
 	bridge__rq_add(&q, status(&q, "d", 8));
 	bridge__rq_complete(&q, f.slot[7], BRIDGE_DONE_FAIL, 0);
-	assert_int_equal(q.fifo.n, 1);
-	assert_int_equal(q.fifo.head->pseq, 8);
+	assert_int_equal(q.fifo.n, 2);
+	assert_int_equal(q.fifo.head->pseq, 7);
+	assert_int_equal(q.fifo.tail->pseq, 8);
 	/* after a lost link, data that was in flight behind a status still
-	 * pins it */
+	 * pins it; the older statuses in flight are replaced */
 	q.blocked = 0;
 	bridge__rq_pump(&q, 0);
 	bridge__rq_add(&q, data(&q, "d", "data/8"));
 	bridge__rq_pump(&q, 0);
-	assert_int_equal(f.n, 10);
+	assert_int_equal(f.n, 11);
 	bridge__rq_add(&q, status(&q, "d", 9));
 	bridge__rq_link_down(&q);
 	assert_int_equal(q.fifo.n, 3);
