@@ -12,14 +12,18 @@
  *     calls; the bridge wakes it with the wake function (lws_cancel_service,
  *     the only lws call allowed from another thread).
  *
- * Reliability (DESIGN.md "Guarantees"): every QoS 1 message (device pubs,
+ * Reliability (docs/protocol.md): every QoS 1 message (device pubs,
  * statuses, command clears, announcements) stays in the bridge's FIFO until
  * the broker's PUBACK; on a lost connection they are re-sent in order after
  * the reconnect (clean start: Paho forgets them). Only then does the service
  * thread get BRIDGE_EV_ACK for a device message. The FIFO is bounded by
- * max_pending for device messages (bridge_has_room); statuses are always
- * taken (at most one per session transition, so bounded by the sessions).
- * QoS 0 while disconnected is dropped and counted.
+ * max_pending for device messages (bridge_has_room); statuses and session
+ * announcements are always taken, but while the link is down a newer one
+ * of a device replaces the one still waiting (a status by its presence
+ * seq), so
+ * while the broker is away they take memory by the number of devices, not
+ * by the number of transitions. QoS 0 while disconnected is dropped and
+ * counted.
  *
  * The send window stays below Paho's in-flight and buffer limits, so Paho's
  * 1 s stall on a full window and its -12 (MQTTASYNC_MAX_BUFFERED_MESSAGES)
@@ -82,8 +86,10 @@ struct bridge_msg {
 	uint64_t t_rx_us; /* monotonic time the frame arrived (latency) */
 	char device[HUB_ID_MAX + 1];
 	char session[48]; /* session id; user property "session" */
+	int64_t pseq;	  /* STATUS: its presence seq (the outbox row's) */
 	/* bridge-private bookkeeping */
 	struct bridge_msg *next, *prev;
+	struct bridge_msg *cnext; /* the queue's index of STATUS/ANNOUNCE */
 	uint64_t seq;
 	int state;
 	char *topic;   /* NUL-terminated, points into data[] */
@@ -136,6 +142,8 @@ struct bridge_stats {
 	uint64_t pending;      /* reliable messages awaiting PUBACK */
 	int connected;
 	uint64_t rejected; /* QoS 1 messages the broker refused */
+	uint64_t replaced; /* statuses/announcements a newer one replaced
+			      before they were sent */
 };
 
 /*
@@ -155,6 +163,15 @@ struct bridge *bridge_new(const struct bridge_config *cfg,
  * Pure; any thread.
  */
 int bridge_uri_list_check(const char *list, char *err, size_t errlen);
+/*
+ * fn(arg, device, seq) is called for every BRIDGE_STATUS the broker
+ * acknowledged (m->pseq as seq), on the bridge thread: the registry writer
+ * clears its outbox row. Main thread, before bridge_start.
+ */
+void bridge_on_status_acked(struct bridge *b,
+			    void (*fn)(void *arg, const char *device,
+				       int64_t seq),
+			    void *arg);
 /* Starts the bridge thread, which connects and reconnects with backoff. */
 int bridge_start(struct bridge *b);
 /*

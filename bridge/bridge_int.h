@@ -22,6 +22,7 @@
 #include <MQTTAsync.h>
 
 #include "bridge.h"
+#include "bridge_queue.h"
 #include "hub_queue.h"
 
 #define BRIDGE_PREFIX_MAX 128	  /* configured topic prefix, bytes */
@@ -38,31 +39,6 @@
 /* Topic buffer: prefix + '/' + id + '/' + device topic + NUL. */
 #define BRIDGE_FULL_TOPIC_MAX                                                  \
 	(BRIDGE_PREFIX_MAX + 1 + HUB_ID_MAX + 1 + PROTO_TOPIC_MAX + 1)
-
-/* m->state: which send slot holds it (0: none) and flags. */
-#define BRIDGE_ST_SLOT_MASK 0x00ffffff
-#define BRIDGE_ST_SENT 0x01000000     /* handed to Paho before: a resend */
-#define BRIDGE_ST_REJECTED 0x02000000 /* broker refused it (PUBACK >= 0x80) */
-
-/* A list of messages through their next/prev links. */
-struct bridge_list {
-	struct bridge_msg *head, *tail;
-	size_t n;
-};
-
-/*
- * A send slot: the context Paho gets for one sendMessage call. Slots live
- * in one array that never moves, so a late callback for a send the bridge
- * has given up on (connection lost, message requeued and perhaps already
- * acknowledged through a later send) finds a slot with msg == NULL and is
- * ignored, instead of touching a freed message. A slot is reused only
- * after Paho has called back for it.
- */
-struct bridge_slot {
-	struct bridge *b;	/* immutable */
-	struct bridge_msg *msg; /* bridge thread: NULL once detached */
-	int next_free;		/* bridge thread */
-};
 
 /* What a Paho callback reports to the bridge thread. */
 enum bridge_cb_kind {
@@ -130,10 +106,11 @@ struct bridge {
 	int window;
 	void (*wake)(void *arg);
 	void *wake_arg;
+	/* bridge_on_status_acked: set before bridge_start */
+	void (*status_acked)(void *arg, const char *device, int64_t seq);
+	void *status_arg;
 	MQTTAsync cli;
 	struct hub_queue *evq; /* bridge_ev *, to the service thread */
-	struct bridge_slot *slots;
-	int nslots;
 
 	/* lock */
 	pthread_mutex_t lock;
@@ -148,26 +125,17 @@ struct bridge {
 
 	/* atomic */
 	atomic_int connected, closing, woken;
-	atomic_size_t dev_held; /* device QoS 1 msgs not yet acked+reported */
-	atomic_size_t q0_held;	/* QoS 0 msgs accepted, not yet sent */
-	atomic_uint_fast64_t st_sent, st_acked, st_dropped_qos0, st_resent,
-	    st_connects, st_cmds_in, st_cmds_dropped, st_pending, st_rejected;
+	atomic_uint_fast64_t st_connects, st_cmds_in, st_cmds_dropped;
 
 	/* bridge thread */
 	pthread_t thr;
 	int started, joined;
-	struct bridge_list fifo;     /* waiting to be handed to Paho */
-	struct bridge_list inflight; /* handed to Paho, in send order */
-	struct bridge_list acked;    /* device msgs whose event waits */
-	int free_slot;		     /* head of the free slot list */
-	int out_all, out_q1;	     /* attached slots (this connection) */
-	int win_q1;		     /* min(window, receive maximum) */
-	int paho_full;		     /* sendMessage said -12: wait */
-	uint64_t seq;		     /* order of intake */
+	/* the reliable queue (bridge_queue.c); its counters are atomics */
+	struct bridge_rq rq;
 	enum bridge_link link;
 	enum bridge_phase phase;
 	unsigned attempt;
-	uint64_t reconnect_at_us, retry_at_us;
+	uint64_t reconnect_at_us;
 	uint32_t rnd;
 	struct bridge_msg *online_msg; /* node "online" still held */
 	struct bridge_msg *offline_msg;
@@ -180,9 +148,37 @@ struct bridge {
 	int stop_rc;
 };
 
-/* ---- lists (bridge.c) ---- */
-void bridge__list_append(struct bridge_list *l, struct bridge_msg *m);
-void bridge__list_remove(struct bridge_list *l, struct bridge_msg *m);
+/* ---- messages and events (bridge.c) ---- */
+/* An event; topic and payload are copied, payload followed by a NUL.
+ * NULL on allocation failure. Any thread. */
+struct bridge_ev *bridge__ev_new(enum bridge_ev_kind kind, const char *device,
+				 const char *topic, const void *payload,
+				 size_t len);
+/* Wakes the service thread unless a wake is already pending. Any thread. */
+void bridge__wake_maybe(struct bridge *b);
+
+/* ---- Paho (bridge_paho.c) ---- */
+/* The reliable queue's transport: publish through Paho. */
+extern const struct bridge_rq_ops bridge__paho_ops;
+/* Installs the connection callbacks on b->cli. HUB_OK or HUB_ERR_BROKER. */
+int bridge__paho_callbacks(struct bridge *b);
+/* Starts a connect (BRIDGE_CONNECTING) or schedules the next attempt. */
+void bridge__paho_connect(struct bridge *b);
+/* Starts a disconnect: HUB_OK if a DISC_DONE callback will follow. */
+int bridge__paho_disconnect(struct bridge *b);
+/* Drops the connection at once; no callback follows. */
+void bridge__paho_drop(struct bridge *b);
+/* 1 while Paho says it is connected. */
+int bridge__paho_is_connected(struct bridge *b);
+
+/* ---- the link state machine and the thread (bridge_link.c) ---- */
+/* The bridge thread's body. */
+void *bridge__main(void *arg);
+/* The queue's `finished`: what an acknowledged or refused message means
+ * to the rest of the bridge (node status, subscriptions, the outbox). */
+void bridge__msg_finished(void *arg, struct bridge_msg *m, int rejected);
+/* Schedules the next connect attempt with backoff and jitter. */
+void bridge__schedule_reconnect(struct bridge *b);
 
 /* ---- subscriptions (bridge_subs.c), bridge thread ---- */
 int bridge__subs_init(struct bridge_subs *s);

@@ -97,6 +97,25 @@ static const char *const stmt_sql[ST__COUNT] = {
 		     " (SELECT group_concat(grp, ',') FROM (SELECT grp FROM"
 		     " device_groups g WHERE g.device = d.id ORDER BY grp))"
 		     " FROM devices d",
+    /* the status outbox (outbox.c): a row only moves to a newer seq */
+    [ST_OB_PUT] = "INSERT INTO status_outbox(device, seq, payload, pending,"
+		  " hub, worker) VALUES (?1, ?2, ?3, 1, ?4, ?5)"
+		  " ON CONFLICT(device) DO UPDATE SET seq = excluded.seq,"
+		  " payload = excluded.payload, pending = 1,"
+		  " hub = excluded.hub, worker = excluded.worker"
+		  " WHERE excluded.seq > status_outbox.seq",
+    [ST_OB_GET] = "SELECT seq, payload, pending, hub, worker"
+		  " FROM status_outbox WHERE device = ?1",
+    [ST_OB_CLEAR] = "UPDATE status_outbox SET pending = 0"
+		    " WHERE device = ?1 AND seq = ?2",
+    [ST_OB_CLAIM] = "UPDATE status_outbox SET pending = 1, hub = ?3,"
+		    " worker = ?4 WHERE device = ?1 AND seq = ?2",
+    [ST_OB_PENDING] = "UPDATE status_outbox SET worker = ?2"
+		      " WHERE pending = 1 AND hub = ?1"
+		      " AND (worker = ?2 OR (?3 >= 0 AND worker >= ?3))"
+		      " RETURNING device, seq, payload",
+    [ST_OB_COUNT] = "SELECT count(*) FROM status_outbox"
+		    " WHERE pending = 1 AND hub = ?1 AND worker = ?2",
 };
 
 int

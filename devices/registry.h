@@ -213,6 +213,59 @@ int registry_repair(struct registry *reg, const char *hub, int worker,
 			       const char *session, int64_t seq),
 		    void *arg);
 
+/* ---- the status outbox (outbox.c; the registry writer thread) ------ */
+
+/*
+ * The newest retained presence status of each device, durable between the
+ * commit of its session row and the broker's PUBACK. Each row has an owner
+ * (hub, worker): the worker whose bridge publishes it. Rows stay once
+ * acknowledged (pending = 0): the row's seq is what a late PUBACK of an
+ * older status is compared with.
+ */
+#define REGISTRY_STATUS_MAX 512 /* status JSON, NUL included */
+
+struct registry_status {
+	char device[HUB_ID_MAX + 1];
+	int64_t seq;
+	char payload[REGISTRY_STATUS_MAX]; /* NUL-terminated JSON */
+};
+
+/*
+ * Records status `payload` with presence seq `seq` as the device's newest,
+ * pending, owned by (hub, worker); call it in the transaction that wrote
+ * the session row the status is about. *stored = 0 (and nothing changes)
+ * if the outbox already holds that seq or a newer one. HUB_ERR_INVAL for a
+ * bad device id or a payload of REGISTRY_STATUS_MAX bytes or more.
+ */
+int registry_outbox_put(struct registry *reg, const char *device, int64_t seq,
+			const char *payload, const char *hub, int worker,
+			int *stored);
+/*
+ * A broker acknowledged the status (device, seq) that (hub, worker)
+ * published. If the row still holds seq it is cleared (pending = 0). If it
+ * holds a newer seq that is not already pending on this worker's own
+ * bridge (written by another worker, or acknowledged there before this
+ * older one landed), the row is claimed (pending again, owned by (hub,
+ * worker)), copied into *newer and *republish = 1: the caller publishes
+ * it again, so the broker's retained status ends with the newest. Else
+ * *republish = 0.
+ */
+int registry_outbox_acked(struct registry *reg, const char *device, int64_t seq,
+			  const char *hub, int worker,
+			  struct registry_status *newer, int *republish);
+/*
+ * At a worker's start: claims the pending rows of (hub, worker) - and,
+ * when also_from_worker >= 0, of (hub, any worker >= also_from_worker) -
+ * for worker and calls cb for each, after the claim, so the caller
+ * publishes them. One transaction (or the caller's).
+ */
+int registry_outbox_pending(
+    struct registry *reg, const char *hub, int worker, int also_from_worker,
+    void (*cb)(void *arg, const struct registry_status *st), void *arg);
+/* Pending rows owned by (hub, worker). */
+int registry_outbox_count(struct registry *reg, const char *hub, int worker,
+			  int64_t *n);
+
 /* ---- credentials cache (built by the writer, read by the service thread) */
 
 /*

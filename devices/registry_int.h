@@ -2,7 +2,8 @@
  * registry_int.h - private to devices/: the definition of struct registry,
  * its prepared statements, and the registry__ helpers shared between the
  * files of the module (registry.c: connection, migrations, transactions;
- * device.c: device admin; session.c: sessions and events; token.c: tokens
+ * device.c: device admin; session.c: sessions and events; outbox.c:
+ * the status outbox; token.c: tokens
  * and the CSPRNG; creds.c: the credential snapshot).
  *
  * Threads: a struct registry is used by one thread at a time (see
@@ -46,6 +47,12 @@ enum registry_stmt {
 	ST_EV_ALL,
 	ST_EV_DEVICE,
 	ST_CREDS_ALL,
+	ST_OB_PUT,
+	ST_OB_GET,
+	ST_OB_CLEAR,
+	ST_OB_CLAIM,
+	ST_OB_PENDING,
+	ST_OB_COUNT,
 	ST__COUNT
 };
 

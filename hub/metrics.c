@@ -151,6 +151,11 @@ static const struct mdesc desc[M__COUNT] = {
 			 "result=\"timeout\""},
     [M_PROXY_CLOSED] = {"hub_proxy_headers_total", NULL, "counter",
 			"result=\"closed\""},
+    [M_STATUS_OUTBOX] = {"hub_status_outbox_pending",
+			 "Device statuses in the registry's outbox that no "
+			 "broker has acknowledged yet (durable; republished "
+			 "at the next start).",
+			 "gauge", NULL},
 };
 
 /* upper bounds in microseconds */
@@ -198,6 +203,7 @@ metrics_reset_gauges(struct metrics_slot *s)
 	for (k = M_CONNECTIONS; k <= M_REGISTRY_MEMORY; k++)
 		metrics_set(s, (enum metric)k, 0);
 	metrics_set(s, M_REGISTRY_FAILING, 0);
+	metrics_set(s, M_STATUS_OUTBOX, 0);
 }
 
 static uint64_t

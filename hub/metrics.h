@@ -73,6 +73,7 @@ enum metric {
 	M_PROXY_INVALID,
 	M_PROXY_TIMEOUT,
 	M_PROXY_CLOSED,
+	M_STATUS_OUTBOX, /* gauge, from the registry writer thread */
 	M__COUNT
 };
 

@@ -502,7 +502,9 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	writer_stop(w.writer); /* every offline row written, statuses queued */
 	if (bridge_stop(w.bridge, 10000) != HUB_OK)
 		hub_log(HUB_LOG_ERR, "HUB-FLUSH",
-			"broker did not take every message before exit");
+			"broker did not take every message before exit "
+			"(statuses stay in the registry's outbox and are "
+			"published at the next start)");
 	hub__sample_gauges(&w); /* the counters' last deltas */
 	hub_log(HUB_LOG_INFO, "HUB-EXIT", "worker %d drained", index);
 	rc = 0;

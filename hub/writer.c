@@ -2,9 +2,11 @@
  * writer.c - the registry writer thread; see writer.h.
  *
  * Threads: writer_new/start/stop/free on the worker's main (service) thread;
- * the loop and every registry call on the writer thread; writer_submit and
- * writer_take_creds on the service thread (the queue and creds_lock are the
- * only shared state).
+ * the loop and every registry call on the writer thread (writer_new and
+ * writer_free use the registry before the thread starts and after it was
+ * joined); writer_submit and writer_take_creds on the service thread;
+ * writer_status_acked on the bridge thread (the queue, and creds_lock
+ * around the lists, are the only shared state).
  */
 #include "writer.h"
 #include "bridge.h"
@@ -32,74 +34,161 @@ struct writer {
 	void *wake_arg;
 
 	int64_t seq[BATCH_MAX]; /* per batch item: presence seq assigned */
+	/* per batch item: an outbox row to publish again (STATUS_ACKED) */
+	struct registry_status *repub[BATCH_MAX];
 	int running;
 
 	pthread_mutex_t creds_lock;
 	struct registry_creds *new_creds;	   /* guarded by creds_lock */
 	struct writer_item *opened, **opened_tail; /* guarded by creds_lock */
+	/* PUBACKs the queue did not take (full, or closed at stop) */
+	struct writer_item *late_acks; /* guarded by creds_lock */
 	int64_t data_version, devices_rev;
 };
 
-static void
-publish_status(struct writer *w, const struct writer_item *it, int online,
-	       int64_t seq)
+/* The retained status JSON of a transition; its length, or 0. */
+static size_t
+status_json(const struct writer *w, const struct writer_item *it, int online,
+	    int64_t seq, char *json, size_t cap)
 {
-	char json[512];
-	struct bridge_msg *m;
 	int n;
 
 	if (online)
 		n = snprintf(
-		    json, sizeof(json),
+		    json, cap,
 		    "{\"online\":true,\"seq\":%lld,\"ts\":%lld,"
 		    "\"hub\":\"%s\",\"session\":\"%s\",\"addr\":\"%s\"}",
 		    (long long)seq, (long long)it->ts, w->hub_id, it->session,
 		    it->addr);
 	else
-		n = snprintf(json, sizeof(json),
+		n = snprintf(json, cap,
 			     "{\"online\":false,\"seq\":%lld,\"ts\":%lld,"
 			     "\"reason\":\"%s\"}",
 			     (long long)seq, (long long)it->ts, it->reason);
-	if (n <= 0 || (size_t)n >= sizeof(json))
-		return;
-	m = bridge_msg_new(BRIDGE_STATUS, it->device, "status", json,
-			   (size_t)n);
+	if (n <= 0 || (size_t)n >= cap)
+		return 0;
+	return (size_t)n;
+}
+
+/*
+ * Hands a status to the bridge. If the bridge refuses it (stopping), the
+ * outbox row stays pending and the next start publishes it.
+ */
+static void
+publish_status(struct writer *w, const char *device, int64_t seq,
+	       const char *json)
+{
+	struct bridge_msg *m;
+
+	m = bridge_msg_new(BRIDGE_STATUS, device, "status", json, strlen(json));
 	if (!m) {
-		hub_log(HUB_LOG_ERR, "HUB-STATUS-LOST", "out of memory for %s",
-			it->device);
+		hub_log(HUB_LOG_ERR, "HUB-STATUS-LATE",
+			"out of memory for the status of %s: it stays in the "
+			"outbox until the next start",
+			device);
 		return;
 	}
 	m->qos = 1;
 	m->retain = 1;
-	snprintf(m->session, sizeof(m->session), "%s", it->session);
+	m->pseq = seq;
 	if (bridge_submit(w->br, m) != HUB_OK) {
-		hub_log(HUB_LOG_ERR, "HUB-STATUS-LOST",
-			"bridge refused status of %s", it->device);
+		hub_log(HUB_LOG_WARN, "HUB-STATUS-LATE",
+			"bridge stopping: the status of %s (seq %lld) stays in "
+			"the outbox until the next start",
+			device, (long long)seq);
 		bridge_msg_free(m);
 	}
+}
+
+/* Writes the status of a committed-to-be transition into the outbox, in
+ * the batch's transaction; *seq = 0 if there is nothing to publish. */
+static int
+outbox_put(struct writer *w, const struct writer_item *it, int online,
+	   int64_t *seq)
+{
+	char json[REGISTRY_STATUS_MAX];
+	int stored = 0, rc;
+
+	if (!*seq)
+		return HUB_OK;
+	if (!status_json(w, it, online, *seq, json, sizeof(json))) {
+		*seq = 0;
+		return HUB_ERR_TOOBIG;
+	}
+	rc = registry_outbox_put(w->reg, it->device, *seq, json, w->hub_id,
+				 w->cfg.worker, &stored);
+	if (rc == HUB_OK && !stored)
+		*seq = 0; /* the outbox already has a newer status */
+	return rc;
 }
 
 struct repair_ctx {
 	struct writer *w;
 	unsigned n;
 	int64_t ts;
+	int rc;
 };
 
+/* Inside the repair's transaction: the offline status into the outbox. */
 static void
 repair_cb(void *arg, const char *device, const char *session, int64_t seq)
 {
 	struct repair_ctx *x = arg;
 	struct writer_item it;
 
-	if (!seq) /* the device is online again elsewhere: no offline */
+	if (!seq || x->rc != HUB_OK) /* online again elsewhere: no offline */
 		return;
 	memset(&it, 0, sizeof(it));
 	snprintf(it.device, sizeof(it.device), "%s", device);
 	snprintf(it.session, sizeof(it.session), "%s", session);
 	snprintf(it.reason, sizeof(it.reason), "hub_restart");
 	it.ts = x->ts;
-	publish_status(x->w, &it, 0, seq);
+	x->rc = outbox_put(x->w, &it, 0, &seq);
 	x->n++;
+}
+
+static void
+republish_cb(void *arg, const struct registry_status *st)
+{
+	publish_status(arg, st->device, st->seq, st->payload);
+}
+
+/*
+ * Crash repair and the outbox's pending rows, at start: one transaction
+ * closes the sessions this worker left open and writes their offline
+ * statuses; then every pending row this worker owns (those, and any a
+ * crash or a stop with the broker away left) goes to the bridge.
+ */
+static int
+repair(struct writer *w, unsigned *repaired, char *err, size_t errlen)
+{
+	struct repair_ctx rx;
+	int also = w->cfg.worker == 0 ? w->cfg.nworkers : -1, rc;
+
+	memset(&rx, 0, sizeof(rx));
+	rx.w = w;
+	rx.ts = hub_clock_ms();
+	rc = registry_begin(w->reg);
+	if (rc == HUB_OK)
+		rc = registry_repair(w->reg, w->hub_id, w->cfg.worker, also,
+				     repair_cb, &rx);
+	if (rc == HUB_OK)
+		rc = rx.rc;
+	if (rc == HUB_OK)
+		rc = registry_commit(w->reg);
+	if (rc != HUB_OK) {
+		snprintf(err, errlen, "repair: %s: %s", hub_strerror(rc),
+			 registry_errmsg(w->reg));
+		registry_rollback(w->reg);
+		return rc;
+	}
+	*repaired = rx.n;
+	rc = registry_outbox_pending(w->reg, w->hub_id, w->cfg.worker, also,
+				     republish_cb, w);
+	if (rc != HUB_OK)
+		snprintf(err, errlen, "status outbox: %s: %s", hub_strerror(rc),
+			 registry_errmsg(w->reg));
+	return rc;
 }
 
 struct writer *
@@ -107,7 +196,6 @@ writer_new(const struct writer_config *cfg, struct bridge *br,
 	   void (*wake)(void *), void *wake_arg, char *err, size_t errlen,
 	   unsigned *repaired)
 {
-	struct repair_ctx rx;
 	struct writer *w;
 	int rc;
 
@@ -133,18 +221,9 @@ writer_new(const struct writer_config *cfg, struct bridge *br,
 	rc = registry_open(cfg->db, &w->reg, err, errlen);
 	if (rc)
 		goto fail;
-	rx.w = w;
-	rx.n = 0;
-	rx.ts = hub_clock_ms();
-	rc = registry_repair(w->reg, w->hub_id, cfg->worker,
-			     cfg->worker == 0 ? cfg->nworkers : -1, repair_cb,
-			     &rx);
-	if (rc) {
-		snprintf(err, errlen, "repair: %s: %s", hub_strerror(rc),
-			 registry_errmsg(w->reg));
+	if (repair(w, repaired, err, errlen) != HUB_OK)
 		goto fail;
-	}
-	*repaired = rx.n;
+	bridge_on_status_acked(br, writer_status_acked, w);
 	if (registry_data_version(w->reg, &w->data_version) ||
 	    registry_devices_rev(w->reg, &w->devices_rev) ||
 	    registry_creds_load(w->reg, &w->new_creds)) {
@@ -188,6 +267,34 @@ confirm_offline(struct writer *w, const struct writer_item *it, int64_t *seq)
 }
 
 /*
+ * A PUBACK of (device, seq): the outbox row is cleared if it still holds
+ * seq; if it holds a newer status that may have landed before this one,
+ * *repub gets it, to publish again after the commit.
+ */
+static int
+status_acked(struct writer *w, const struct writer_item *it,
+	     struct registry_status **repub)
+{
+	struct registry_status st;
+	int again = 0, rc;
+
+	rc = registry_outbox_acked(w->reg, it->device, it->seq, w->hub_id,
+				   w->cfg.worker, &st, &again);
+	if (rc == HUB_OK && again) {
+		*repub = malloc(sizeof(st));
+		if (!*repub)
+			return HUB_ERR_NOMEM; /* transient: the batch again */
+		**repub = st;
+		hub_log(HUB_LOG_INFO, "HUB-STATUS-AGAIN",
+			"device=%s: seq %lld acknowledged after the newer "
+			"%lld was written: publishing %lld again",
+			it->device, (long long)it->seq, (long long)st.seq,
+			(long long)st.seq);
+	}
+	return rc;
+}
+
+/*
  * Writes one batch in one transaction. Each registry call runs in its own
  * savepoint, so an item that fails for good (a malformed row) is logged and
  * skipped without undoing the others; a busy or failing disk is retried
@@ -204,6 +311,10 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 
 	for (;;) {
 		rc = registry_begin(w->reg);
+		for (i = 0; i < n; i++) {
+			free(w->repub[i]); /* a rolled back attempt's */
+			w->repub[i] = NULL;
+		}
 		for (i = 0; rc == HUB_OK && i < n; i++) {
 			struct writer_item *it = items[i];
 			struct registry_session s;
@@ -224,6 +335,8 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 				s.create_device = it->create_device;
 				rc = registry_session_open(w->reg, &s,
 							   &w->seq[i]);
+				if (rc == HUB_OK && it->publish)
+					rc = outbox_put(w, it, 1, &w->seq[i]);
 				break;
 			case WRITER_CLOSE:
 				rc = registry_session_close(w->reg, it->session,
@@ -233,6 +346,8 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 					rc = HUB_OK; /* repaired meanwhile */
 				else if (rc == HUB_OK && it->publish)
 					rc = confirm_offline(w, it, &w->seq[i]);
+				if (rc == HUB_OK && it->publish)
+					rc = outbox_put(w, it, 0, &w->seq[i]);
 				break;
 			case WRITER_AUTH_FAILED:
 				rc = registry_auth_failed(w->reg, it->device,
@@ -244,6 +359,9 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 				    w->reg, it->device, it->session, w->hub_id,
 				    it->reason, it->ts);
 				break;
+			case WRITER_STATUS_ACKED:
+				rc = status_acked(w, it, &w->repub[i]);
+				break;
 			}
 			if (rc != HUB_OK && !transient(rc)) {
 				hub_log(HUB_LOG_ERR, "HUB-REG-SKIP",
@@ -252,6 +370,8 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 					hub_strerror(rc),
 					registry_errmsg(w->reg));
 				w->seq[i] = 0;
+				free(w->repub[i]);
+				w->repub[i] = NULL;
 				rc = HUB_OK;
 			}
 		}
@@ -303,8 +423,11 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 			hub_log(HUB_LOG_ERR, "HUB-REG-LOST",
 				"registry unwritable at exit: %zu rows lost",
 				n);
-			for (i = 0; i < n; i++)
+			for (i = 0; i < n; i++) {
 				w->seq[i] = 0;
+				free(w->repub[i]);
+				w->repub[i] = NULL;
+			}
 			return;
 		}
 		usleep(100000);
@@ -353,6 +476,72 @@ prune_events(struct writer *w)
 			(long long)deleted, w->cfg.events_retention);
 }
 
+/* After the commit: the status an item's transaction wrote, if any. */
+static void
+publish_item(struct writer *w, const struct writer_item *it, size_t i)
+{
+	char json[REGISTRY_STATUS_MAX];
+
+	if ((it->kind == WRITER_OPEN || it->kind == WRITER_CLOSE) &&
+	    it->publish && w->seq[i] &&
+	    status_json(w, it, it->kind == WRITER_OPEN, w->seq[i], json,
+			sizeof(json)))
+		publish_status(w, it->device, w->seq[i], json);
+	if (w->repub[i]) {
+		publish_status(w, w->repub[i]->device, w->repub[i]->seq,
+			       w->repub[i]->payload);
+		free(w->repub[i]);
+		w->repub[i] = NULL;
+	}
+}
+
+/*
+ * The PUBACKs the queue did not take: applied as their own batches (at
+ * most BATCH_MAX at a time). The writer thread, or writer_free's caller
+ * once the thread is joined.
+ */
+static void
+apply_late_acks(struct writer *w)
+{
+	struct writer_item *l, *items[BATCH_MAX];
+	size_t n, i;
+
+	struct writer_item *rev = NULL, *next;
+
+	pthread_mutex_lock(&w->creds_lock);
+	l = w->late_acks;
+	w->late_acks = NULL;
+	pthread_mutex_unlock(&w->creds_lock);
+	for (; l; l = next) { /* pushed newest first: back to arrival order */
+		next = l->next;
+		l->next = rev;
+		rev = l;
+	}
+	l = rev;
+	while (l) {
+		for (n = 0; l && n < BATCH_MAX; n++) {
+			items[n] = l;
+			l = l->next;
+		}
+		apply(w, items, n);
+		for (i = 0; i < n; i++) {
+			publish_item(w, items[i], i);
+			free(items[i]);
+		}
+	}
+}
+
+/* The outbox gauge: pending statuses this worker owns. */
+static void
+sample_outbox(struct writer *w)
+{
+	int64_t n = 0;
+
+	if (w->cfg.m && registry_outbox_count(w->reg, w->hub_id, w->cfg.worker,
+					      &n) == HUB_OK)
+		metrics_set(w->cfg.m, M_STATUS_OUTBOX, (uint64_t)n);
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -370,12 +559,7 @@ writer_main(void *arg)
 			for (i = 0; i < n; i++) {
 				struct writer_item *it = items[i];
 
-				if ((it->kind == WRITER_OPEN ||
-				     it->kind == WRITER_CLOSE) &&
-				    it->publish && w->seq[i])
-					publish_status(w, it,
-						       it->kind == WRITER_OPEN,
-						       w->seq[i]);
+				publish_item(w, it, i);
 				if (it->kind == WRITER_OPEN) {
 					/* back to the service thread: the
 					 * session's uplink may flow now */
@@ -394,8 +578,10 @@ writer_main(void *arg)
 			}
 		} else if (!__atomic_load_n(&w->running, __ATOMIC_ACQUIRE))
 			break; /* closed and drained */
+		apply_late_acks(w);
 		if (hub_clock_mono_us() >= next_poll) {
 			poll_devices(w);
+			sample_outbox(w);
 			next_poll = hub_clock_mono_us() + 1000000;
 		}
 		if (w->cfg.worker == 0 && w->cfg.events_retention > 0 &&
@@ -415,6 +601,29 @@ writer_start(struct writer *w)
 		return HUB_ERR_IO;
 	w->started = 1;
 	return HUB_OK;
+}
+
+void
+writer_status_acked(void *arg, const char *device, int64_t seq)
+{
+	struct writer *w = arg;
+	struct writer_item *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		/* the row stays pending: published again at the next start */
+		hub_log(HUB_LOG_WARN, "HUB-STATUS-LATE",
+			"out of memory for the PUBACK of %s", device);
+		return;
+	}
+	c->kind = WRITER_STATUS_ACKED;
+	snprintf(c->device, sizeof(c->device), "%s", device);
+	c->seq = seq;
+	if (hub_queue_push(w->q, c) == HUB_OK)
+		return;
+	pthread_mutex_lock(&w->creds_lock);
+	c->next = w->late_acks;
+	w->late_acks = c;
+	pthread_mutex_unlock(&w->creds_lock);
 }
 
 int
@@ -509,6 +718,13 @@ writer_free(struct writer *w)
 	}
 	registry_creds_free(w->new_creds);
 	writer_opened_free(w->opened);
+	/* the bridge has stopped: the PUBACKs of its drain clear their rows
+	 * (a newer row to publish again stays pending for the next start) */
+	if (w->reg) {
+		apply_late_acks(w);
+		sample_outbox(w);
+	}
+	writer_opened_free(w->late_acks);
 	registry_close(w->reg);
 	pthread_mutex_destroy(&w->creds_lock);
 	free(w);

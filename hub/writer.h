@@ -9,6 +9,15 @@
  * status (with the seq the registry assigned) to the bridge - so a status
  * on the broker always has its row in the registry.
  *
+ * The status outbox (devices/outbox.c): each status is also written, in
+ * the transaction of its session row, as the device's newest pending
+ * status, owned by this worker. The bridge reports each PUBACK
+ * (writer_status_acked); the writer clears the row if it still holds that
+ * seq, and publishes the row again if a newer status there may have
+ * landed before the acknowledged one (another worker's). At start the
+ * writer publishes every pending row this worker owns (a crash, a SIGTERM
+ * with the broker away): no status is lost between commit and PUBACK.
+ *
  * Once a second it polls PRAGMA data_version and the devices change counter;
  * when an operator changed devices (hubctl) it loads a fresh credential
  * snapshot and hands it to the service thread (writer_take_creds), waking
@@ -31,7 +40,8 @@ enum writer_kind {
 	WRITER_OPEN,
 	WRITER_CLOSE,
 	WRITER_AUTH_FAILED,
-	WRITER_DOWNLINK_DROPPED /* an episode of dropped commands began */
+	WRITER_DOWNLINK_DROPPED, /* an episode of dropped commands began */
+	WRITER_STATUS_ACKED	 /* the broker acked status (device, seq) */
 };
 
 struct writer_item {
@@ -41,6 +51,7 @@ struct writer_item {
 	int create_device; /* WRITER_OPEN of a signed-token session */
 	uint64_t sess; /* the service thread's session handle, echoed back */
 	int64_t ts;
+	int64_t seq; /* WRITER_STATUS_ACKED: the presence seq acked */
 	char device[HUB_ID_MAX + 1];
 	char session[REGISTRY_SESSION_MAX];
 	char addr[REGISTRY_ADDR_MAX];
@@ -61,8 +72,10 @@ struct writer_config {
 
 /*
  * Opens the registry, repairs sessions this hub/worker left open (their
- * offline statuses go to br), loads the first credential snapshot. Main
- * thread, before writer_start. NULL on failure, err says why.
+ * offline statuses into the outbox, in the repair's transaction), hands
+ * every pending outbox row this worker owns to br, registers for br's
+ * status PUBACKs, loads the first credential snapshot. Main thread, before
+ * writer_start and bridge_start. NULL on failure, err says why.
  */
 struct writer *writer_new(const struct writer_config *cfg, struct bridge *br,
 			  void (*wake)(void *), void *wake_arg, char *err,
@@ -86,8 +99,20 @@ struct registry_creds *writer_take_creds(struct writer *w);
 struct writer_item *writer_take_opened(struct writer *w);
 void writer_opened_free(struct writer_item *list);
 size_t writer_queue_len(struct writer *w);
-/* Writes what is queued, stops and joins the thread, closes the db. */
+/*
+ * The broker acknowledged the status (device, seq): queued for the
+ * writer thread (or, when the queue is full or closed, kept for the next
+ * loop or writer_free). The bridge thread, through
+ * bridge_on_status_acked.
+ */
+void writer_status_acked(void *w, const char *device, int64_t seq);
+/* Writes what is queued, stops and joins the thread. */
 void writer_stop(struct writer *w);
+/*
+ * Clears the outbox rows of the PUBACKs that came after writer_stop (the
+ * bridge's drain), then closes the db. Call it after bridge_stop: the
+ * bridge reports PUBACKs here until then. Accepts NULL.
+ */
 void writer_free(struct writer *w);
 
 #endif

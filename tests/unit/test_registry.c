@@ -1343,6 +1343,162 @@ test_groups(void **st)
 	registry_close(reg);
 }
 
+/* ---- the status outbox ---------------------------------------------- */
+
+struct pending_seen {
+	int n;
+	struct registry_status last;
+};
+
+static void
+collect_pending(void *arg, const struct registry_status *st)
+{
+	struct pending_seen *p = arg;
+
+	p->n++;
+	p->last = *st;
+}
+
+static int64_t
+outbox_pending_of(struct registry *reg, const char *device)
+{
+	sqlite3_stmt *s;
+	int64_t v = -1;
+
+	assert_int_equal(sqlite3_prepare_v2(reg->db,
+					    "SELECT pending FROM status_outbox "
+					    "WHERE device = ?1",
+					    -1, &s, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(s, 1, device, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+static void
+test_status_outbox(void **state)
+{
+	struct registry *reg = open_mem();
+	struct registry_status st;
+	struct pending_seen seen;
+	int stored = -1, again = -1;
+	int64_t n = -1;
+
+	/* a row only moves to a newer seq */
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 5, "{\"s\":5}", "hubA", 0, &stored),
+	    HUB_OK);
+	assert_int_equal(stored, 1);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 4, "{\"s\":4}", "hubA", 0, &stored),
+	    HUB_OK);
+	assert_int_equal(stored, 0);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 5, "{\"s\":5}", "hubA", 0, &stored),
+	    HUB_OK);
+	assert_int_equal(stored, 0);
+	/* worker 1 writes the newer status (the device moved there) */
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 6, "{\"s\":6}", "hubA", 1, &stored),
+	    HUB_OK);
+	assert_int_equal(stored, 1);
+	assert_int_equal(registry_outbox_count(reg, "hubA", 1, &n), HUB_OK);
+	assert_int_equal(n, 1);
+
+	/* worker 1's PUBACK of 6 clears it */
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 6, "hubA", 1, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 0);
+	assert_int_equal(outbox_pending_of(reg, "d1"), 0);
+	/* then worker 0's PUBACK of 5 lands: 6 may have arrived before it,
+	 * so worker 0 claims 6 and publishes it again */
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 5, "hubA", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 1);
+	assert_string_equal(st.device, "d1");
+	assert_int_equal(st.seq, 6);
+	assert_string_equal(st.payload, "{\"s\":6}");
+	assert_int_equal(outbox_pending_of(reg, "d1"), 1);
+	assert_int_equal(registry_outbox_count(reg, "hubA", 0, &n), HUB_OK);
+	assert_int_equal(n, 1);
+	/* its PUBACK clears it; a repeated old PUBACK claims it again */
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 6, "hubA", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 0);
+	assert_int_equal(outbox_pending_of(reg, "d1"), 0);
+
+	/* a newer status pending on the same worker is already queued behind
+	 * the acknowledged one: nothing to publish again */
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 7, "{\"s\":7}", "hubA", 0, &stored),
+	    HUB_OK);
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 6, "hubA", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 0);
+	assert_int_equal(outbox_pending_of(reg, "d1"), 1);
+	/* but pending on another hub's worker 0: claimed */
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 6, "hubB", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 1);
+	assert_int_equal(st.seq, 7);
+
+	/* a PUBACK of a seq newer than the row, or of an unknown device:
+	 * nothing */
+	assert_int_equal(
+	    registry_outbox_acked(reg, "d1", 99, "hubA", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 0);
+	assert_int_equal(
+	    registry_outbox_acked(reg, "zz", 1, "hubA", 0, &st, &again),
+	    HUB_OK);
+	assert_int_equal(again, 0);
+
+	/* a start claims the pending rows it owns, and (worker 0) those of
+	 * workers past the configured count */
+	assert_int_equal(
+	    registry_outbox_put(reg, "d2", 3, "{\"s\":3}", "hubA", 5, &stored),
+	    HUB_OK);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d3", 3, "{\"s\":3}", "hubA", 1, &stored),
+	    HUB_OK);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(
+	    registry_outbox_pending(reg, "hubA", 0, 2, collect_pending, &seen),
+	    HUB_OK);
+	assert_int_equal(seen.n, 1); /* d2 of worker 5; d1 is hubB's now */
+	assert_string_equal(seen.last.device, "d2");
+	assert_int_equal(registry_outbox_count(reg, "hubA", 0, &n), HUB_OK);
+	assert_int_equal(n, 1);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(
+	    registry_outbox_pending(reg, "hubA", 1, -1, collect_pending, &seen),
+	    HUB_OK);
+	assert_int_equal(seen.n, 1);
+	assert_string_equal(seen.last.device, "d3");
+
+	/* arguments */
+	assert_int_equal(
+	    registry_outbox_put(reg, "bad id", 1, "{}", "hubA", 0, &stored),
+	    HUB_ERR_INVAL);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 0, "{}", "hubA", 0, &stored),
+	    HUB_ERR_INVAL);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 9, NULL, "hubA", 0, &stored),
+	    HUB_ERR_INVAL);
+	assert_int_equal(
+	    registry_outbox_put(reg, "d1", 9, "{}", "", 0, &stored),
+	    HUB_ERR_INVAL);
+	registry_close(reg);
+}
+
 int
 main(void)
 {
@@ -1368,6 +1524,7 @@ main(void)
 	    cmocka_unit_test(test_events_prune),
 	    cmocka_unit_test(test_repair),
 	    cmocka_unit_test(test_repair_superseded),
+	    cmocka_unit_test(test_status_outbox),
 	    cmocka_unit_test(test_session_superseded),
 	    cmocka_unit_test(test_downlink_dropped_event),
 	    cmocka_unit_test(test_creds_refresh_retries_after_failure),
