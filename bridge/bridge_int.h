@@ -24,6 +24,7 @@
 #include "bridge.h"
 #include "bridge_queue.h"
 #include "hub_queue.h"
+#include "hub_thread.h"
 
 #define BRIDGE_PREFIX_MAX 128	  /* configured topic prefix, bytes */
 #define BRIDGE_WINDOW_MAX 16384	  /* messages handed to Paho at once */
@@ -90,6 +91,7 @@ enum bridge_phase {
 };
 
 struct bridge {
+	struct hub_thread_owner thread; /* the bridge thread, from its start */
 	/* immutable */
 	char *broker, *user, *password, *hub_id, *client_id, *prefix;
 	char *uris[BRIDGE_URIS_MAX]; /* broker split at commas */

@@ -78,6 +78,7 @@ flush_events(struct bridge *b)
 	struct bridge_ev *e;
 	int pushed = 0, blocked = 0;
 
+	HUB_ASSERT_THREAD(&b->thread);
 	if (b->down_report[0]) {
 		e = bridge__ev_new(BRIDGE_EV_LINK, NULL, NULL, b->down_report,
 				   strlen(b->down_report));
@@ -147,6 +148,7 @@ bridge__schedule_reconnect(struct bridge *b)
 static void
 link_lost(struct bridge *b)
 {
+	HUB_ASSERT_THREAD(&b->thread);
 	if (b->link != BRIDGE_UP)
 		return;
 	atomic_store(&b->revoked_ok, 0);
@@ -177,6 +179,7 @@ node_status_msg(struct bridge *b, const char *what)
 static void
 link_up(struct bridge *b, int receive_max)
 {
+	HUB_ASSERT_THREAD(&b->thread);
 	if (b->link != BRIDGE_CONNECTING)
 		return;
 	b->link = BRIDGE_UP;
@@ -226,6 +229,7 @@ report_down(struct bridge *b)
 static void
 handle_cb(struct bridge *b, const struct bridge_cb *c)
 {
+	HUB_ASSERT_THREAD(&b->thread);
 	switch (c->kind) {
 	case BRIDGE_CB_PUB_OK:
 		bridge__rq_complete(&b->rq, c->val, BRIDGE_DONE_OK, now_us());
@@ -265,6 +269,7 @@ intake(struct bridge *b, struct bridge_list *l)
 {
 	struct bridge_msg *m;
 
+	HUB_ASSERT_THREAD(&b->thread);
 	while ((m = l->head)) {
 		bridge__list_remove(l, m);
 		if (m->kind == BRIDGE_SUB || m->kind == BRIDGE_UNSUB) {
@@ -289,6 +294,7 @@ intake(struct bridge *b, struct bridge_list *l)
 static void
 stop_step(struct bridge *b, uint64_t now)
 {
+	HUB_ASSERT_THREAD(&b->thread);
 	switch (b->phase) {
 	case BRIDGE_RUN:
 	case BRIDGE_DONE:
@@ -337,6 +343,7 @@ bridge__main(void *arg)
 	struct bridge_cb cbs[256];
 	uint64_t next_check = 0;
 
+	hub_thread_claim(&b->thread, "bridge");
 	b->link = BRIDGE_DOWN;
 	b->reconnect_at_us = 0;
 	for (;;) {
@@ -413,6 +420,7 @@ bridge__main(void *arg)
 	}
 	flush_events(b);
 	atomic_store(&b->connected, 0);
+	hub_thread_release(&b->thread);
 	return NULL;
 }
 

@@ -278,6 +278,7 @@ send_one(struct bridge *b, struct bridge_msg *m, int slot)
 	const char *t = topic;
 	int rc = HUB_OK;
 
+	HUB_ASSERT_THREAD(&b->thread);
 	switch (m->kind) {
 	case BRIDGE_PUB:
 	case BRIDGE_CLEAR:
@@ -396,6 +397,7 @@ bridge__paho_connect(struct bridge *b)
 	unsigned port;
 	int tls = 0;
 
+	HUB_ASSERT_THREAD(&b->thread);
 	if (b->mqtt_version == 5) {
 		co->cleanstart = 1;
 		co->onSuccess5 = on_conn_ok5;

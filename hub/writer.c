@@ -12,6 +12,7 @@
 #include "bridge.h"
 #include "hub_log.h"
 #include "hub_queue.h"
+#include "hub_thread.h"
 #include "metrics.h"
 
 #include <pthread.h>
@@ -29,6 +30,7 @@ struct writer {
 	struct bridge *br;
 	struct hub_queue *q;
 	pthread_t thread;
+	struct hub_thread_owner owner; /* the writer thread, from its start */
 	int started;
 	void (*wake)(void *);
 	void *wake_arg;
@@ -309,6 +311,7 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 	size_t i;
 	int rc;
 
+	HUB_ASSERT_THREAD(&w->owner);
 	for (;;) {
 		rc = registry_begin(w->reg);
 		for (i = 0; i < n; i++) {
@@ -439,6 +442,7 @@ poll_devices(struct writer *w)
 {
 	struct registry_creds *c;
 
+	HUB_ASSERT_THREAD(&w->owner);
 	/* a failed read moves no mark: tried again in a second */
 	if (registry_creds_refresh(w->reg, &w->data_version, &w->devices_rev,
 				   &c)) {
@@ -464,6 +468,8 @@ prune_events(struct writer *w)
 	int64_t before = hub_clock_ms() -
 			 (int64_t)w->cfg.events_retention * 86400 * 1000,
 		deleted = 0;
+
+	HUB_ASSERT_THREAD(&w->owner);
 	int rc;
 
 	rc = registry_events_prune(w->reg, before, 1000, &deleted);
@@ -505,6 +511,8 @@ apply_late_acks(struct writer *w)
 {
 	struct writer_item *l, *items[BATCH_MAX];
 	size_t n, i;
+
+	HUB_ASSERT_THREAD(&w->owner);
 
 	struct writer_item *rev = NULL, *next;
 
@@ -550,6 +558,7 @@ writer_main(void *arg)
 	uint64_t next_poll = hub_clock_mono_us() + 1000000, next_prune = 0;
 	size_t n, i;
 
+	hub_thread_claim(&w->owner, "writer");
 	for (;;) {
 		n = hub_queue_wait(w->q, (void **)items, BATCH_MAX, 250);
 		if (n) {
@@ -590,6 +599,7 @@ writer_main(void *arg)
 			next_prune = hub_clock_mono_us() + 3600ull * 1000000;
 		}
 	}
+	hub_thread_release(&w->owner);
 	return NULL;
 }
 
