@@ -100,9 +100,11 @@ on_signal(struct ev_loop *loop, ev_signal *sw, int revents)
 /*
  * SIGHUP: the log level from the configuration, and the TLS certificate
  * and key re-read from their files into the device vhost in place (lws
- * swaps them in its SSL context: new handshakes get the new pair, live
- * sessions are untouched). A pair that does not load is refused and the
- * old one kept.
+ * swaps them in its SSL context: connections accepted from then on get the
+ * new pair; those accepted before, handshake in flight or not, keep the old
+ * one, which patches/lws-mbedtls-cert-reload-inflight.patch keeps alive
+ * until they are gone; live sessions are untouched). A pair that does not
+ * load is refused and the old one kept.
  */
 static void
 on_hup(struct ev_loop *loop, ev_signal *sw, int revents)

@@ -630,8 +630,12 @@ class RawWS:
     """A hand-written client: completes the upgrade, then does only what
     the test says (never answers pings by itself)."""
 
-    def __init__(self, port, path, token=None, subprotocol="hub.v1", timeout=10):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=T(timeout))
+    def __init__(self, port, path, token=None, subprotocol="hub.v1", timeout=10,
+                 raw=None):
+        """raw: a TCP connection to the hub opened earlier (its TLS
+        handshake starts here); by default a new one."""
+        if raw is None:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=T(timeout))
         self.s = insecure_ssl().wrap_socket(raw, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         req = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
