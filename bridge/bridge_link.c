@@ -424,6 +424,38 @@ bridge__main(void *arg)
 	return NULL;
 }
 
+/*
+ * An offline status was acknowledged: whoever holds the device now (a
+ * newer session, maybe on another hub with its own registry, whose online
+ * may have reached the broker before this offline) is asked to publish its
+ * status again, after this one: hub/sessions/{id} {"op":"restatus"}, not
+ * retained. Holders subscribe to that topic once the broker has their own
+ * announcement (which follows their online); only an offline acknowledged
+ * in the few milliseconds between a holder's online and its subscription
+ * can still land after that online unanswered (docs/protocol.md).
+ */
+static void
+restatus_request(struct bridge *b, const struct bridge_msg *m)
+{
+	static const char body[] = "{\"op\":\"restatus\"}";
+	char topic[BRIDGE_FULL_TOPIC_MAX];
+	struct bridge_msg *r;
+
+	if (m->len < 15 || memcmp(m->payload, "{\"online\":false", 15))
+		return;
+	if (proto_topic_up("hub", "sessions", m->device, topic,
+			   sizeof(topic)) != HUB_OK)
+		return;
+	r = bridge_msg_new(BRIDGE_RAW, m->device, topic, body,
+			   sizeof(body) - 1);
+	if (!r)
+		return;
+	r->qos = 1;
+	r->retain = 0;
+	if (bridge_submit(b, r) != HUB_OK)
+		bridge_msg_free(r);
+}
+
 void
 bridge__msg_finished(void *arg, struct bridge_msg *m, int rejected)
 {
@@ -438,4 +470,6 @@ bridge__msg_finished(void *arg, struct bridge_msg *m, int rejected)
 	/* the registry writer clears the status's outbox row */
 	if (m->kind == BRIDGE_STATUS && !rejected && b->status_acked)
 		b->status_acked(b->status_arg, m->device, m->pseq);
+	if (m->kind == BRIDGE_STATUS && !rejected)
+		restatus_request(b, m);
 }

@@ -17,6 +17,7 @@
 #include "proto.h"
 #include "registry_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,21 @@ row_update(struct registry *reg, enum registry_stmt which, const char *device,
 	err = registry__step_done(reg, s);
 	registry__reset(s);
 	return err;
+}
+
+int
+registry_outbox_get(struct registry *reg, const char *device,
+		    struct registry_status *st, int *found)
+{
+	char hub[64];
+	int pending, worker;
+
+	*found = 0;
+	if (!device_ok(device))
+		return HUB_ERR_INVAL;
+	snprintf(st->device, sizeof(st->device), "%s", device);
+	return row_get(reg, device, found, st, &pending, hub, sizeof(hub),
+		       &worker);
 }
 
 int

@@ -253,6 +253,11 @@ int registry_outbox_put(struct registry *reg, const char *device, int64_t seq,
 int registry_outbox_acked(struct registry *reg, const char *device, int64_t seq,
 			  const char *hub, int worker,
 			  struct registry_status *newer, int *republish);
+
+/* The device's newest status in the outbox (acknowledged or not): *found
+ * = 0 when it has none. */
+int registry_outbox_get(struct registry *reg, const char *device,
+			struct registry_status *st, int *found);
 /*
  * At a worker's start: claims the pending rows of (hub, worker) - and,
  * when also_from_worker >= 0, of (hub, any worker >= also_from_worker) -

@@ -333,6 +333,21 @@ hub__sess_session_ev(struct worker *w, struct bridge_ev *e)
 	if (cJSON_IsString(op) && !strcmp(op->valuestring, "kick")) {
 		hub_log(HUB_LOG_INFO, "HUB-KICK", "device=%s", s->device);
 		hub__sess_close(s, 4004, "kicked");
+	} else if (cJSON_IsString(op) && !strcmp(op->valuestring, "restatus")) {
+		/* an offline of the device's older session, maybe on another
+		 * hub, was acknowledged: ours goes out again after it */
+		if (s->state == SESS_LIVE) {
+			struct writer_item it;
+
+			memset(&it, 0, sizeof(it));
+			it.kind = WRITER_RESTATUS;
+			snprintf(it.device, sizeof(it.device), "%s", s->device);
+			if (writer_submit(w->writer, &it) != HUB_OK)
+				hub_log(HUB_LOG_WARN, "HUB-STATUS-LATE",
+					"device=%s: no room to restate its "
+					"online status",
+					s->device);
+		}
 	} else if (cJSON_IsString(op) && !strcmp(op->valuestring, "session")) {
 		/* The bridge subscribes to these only after the broker acked
 		 * this worker's own announcement of the device: whatever comes

@@ -297,6 +297,32 @@ status_acked(struct writer *w, const struct writer_item *it,
 }
 
 /*
+ * Another hub published an offline status of a device this worker now
+ * holds, and that offline was acknowledged after our online may have been
+ * (hub/sessions/{id} "restatus", docs/protocol.md): the device's newest
+ * status, if it is an online one, goes out again, so the retained status
+ * ends with it whatever the order the two hubs' statuses reached the
+ * broker in.
+ */
+static int
+restatus(struct writer *w, const struct writer_item *it,
+	 struct registry_status **repub)
+{
+	struct registry_status st;
+	int found = 0, rc;
+
+	rc = registry_outbox_get(w->reg, it->device, &st, &found);
+	if (rc != HUB_OK || !found ||
+	    strncmp(st.payload, "{\"online\":true", 14))
+		return rc;
+	*repub = malloc(sizeof(st));
+	if (!*repub)
+		return HUB_ERR_NOMEM; /* transient: the batch again */
+	**repub = st;
+	return HUB_OK;
+}
+
+/*
  * Writes one batch in one transaction. Each registry call runs in its own
  * savepoint, so an item that fails for good (a malformed row) is logged and
  * skipped without undoing the others; a busy or failing disk is retried
@@ -364,6 +390,9 @@ apply(struct writer *w, struct writer_item **items, size_t n)
 				break;
 			case WRITER_STATUS_ACKED:
 				rc = status_acked(w, it, &w->repub[i]);
+				break;
+			case WRITER_RESTATUS:
+				rc = restatus(w, it, &w->repub[i]);
 				break;
 			}
 			if (rc != HUB_OK && !transient(rc)) {

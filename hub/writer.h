@@ -41,7 +41,8 @@ enum writer_kind {
 	WRITER_CLOSE,
 	WRITER_AUTH_FAILED,
 	WRITER_DOWNLINK_DROPPED, /* an episode of dropped commands began */
-	WRITER_STATUS_ACKED	 /* the broker acked status (device, seq) */
+	WRITER_STATUS_ACKED,	 /* the broker acked status (device, seq) */
+	WRITER_RESTATUS		 /* publish the device's online status again */
 };
 
 struct writer_item {

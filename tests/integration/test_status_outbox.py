@@ -364,5 +364,61 @@ class TestStatusOutbox(hubfix.HubTest):
         self.assertEqual(seqs[-1], seq_on, seqs)
 
 
+    def test_late_offline_from_a_hub_with_its_own_registry_is_restated(self):
+        """Hubs of a fleet have their own registries: hub A's late offline
+        cannot be compared with hub B's newer online in one registry.
+        Once the broker acknowledged A's offline, A asks whoever holds the
+        device now (hub/sessions/{id} "restatus") to publish its status
+        again, so the retained status ends with B's online."""
+        tok = self.add_devices("ox2")
+        db_b = os.path.join(self.tmp, "registry-b.db")
+        r = hubfix.hubctl_run(db_b, None, "device", "add", "ox2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        tok_b = r.stdout.decode().strip()
+        relay = Relay(self.broker.port)
+        self.addCleanup(relay.close)
+        hub_a = hubfix.Hub(self.tmp, self.cert, self.key, self.db,
+                           relay.port, hub_id="hubA")
+        self.hubs.append(hub_a)
+        hub_a.start()
+        hub_b = hubfix.Hub(self.tmp, self.cert, self.key, db_b,
+                           self.broker.port, hub_id="hubB")
+        self.hubs.append(hub_b)
+        hub_b.start()
+        sub = self.mqtt("devices/ox2/status")
+
+        c = self.connect(hub_a, "ox2", tok["ox2"])
+        c.send_json({"op": "ping"})
+        c.wait_op("pong")
+        s_a = hubfix.wait_until(lambda: self.open_session("ox2"), 10,
+                                what="the session on hub A")
+        self.wait_retained("ox2", "online via hub A", online=True,
+                           session=s_a)
+
+        # hub A loses the broker; the device leaves it: A's offline waits
+        relay.cut()
+        self.wait_broker_link(hub_a, 0)
+        c.close()
+        hubfix.wait_until(lambda: self.closed(s_a), 10, what="closed on A")
+        # the device comes back on hub B: online, acknowledged, retained
+        c2 = self.connect(hub_b, "ox2", tok_b)
+        c2.send_json({"op": "ping"})
+        c2.wait_op("pong")
+        on_b = self.wait_retained("ox2", "online via hub B", online=True,
+                                  hub="hubB")
+
+        # A's link comes back: its older offline lands after B's online ...
+        relay.restore()
+        self.wait_broker_link(hub_a, 1)
+        sub.wait_for(lambda m: m.payload and b'"online":false' in m.payload,
+                     30, what="hub A's late offline")
+        # ... and B, asked by A, publishes its online again after it
+        self.wait_retained("ox2", "B's online retained, not A's late "
+                           "offline", online=True, hub="hubB",
+                           session=on_b["session"], seq=on_b["seq"])
+        last = status_msgs(sub, "ox2")[-1]
+        self.assertTrue(last["online"], last)
+
+
 if __name__ == "__main__":
     hubfix.main()
