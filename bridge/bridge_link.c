@@ -437,17 +437,21 @@ bridge__main(void *arg)
 static void
 restatus_request(struct bridge *b, const struct bridge_msg *m)
 {
-	static const char body[] = "{\"op\":\"restatus\"}";
-	char topic[BRIDGE_FULL_TOPIC_MAX];
+	char topic[BRIDGE_FULL_TOPIC_MAX], body[160];
 	struct bridge_msg *r;
+	int n;
 
 	if (m->len < 15 || memcmp(m->payload, "{\"online\":false", 15))
+		return;
+	/* hub ids are ids (proto_id_valid): nothing to escape */
+	n = snprintf(body, sizeof(body), "{\"op\":\"restatus\",\"hub\":\"%s\"}",
+		     b->hub_id ? b->hub_id : "");
+	if (n <= 0 || (size_t)n >= sizeof(body))
 		return;
 	if (proto_topic_up("hub", "sessions", m->device, topic,
 			   sizeof(topic)) != HUB_OK)
 		return;
-	r = bridge_msg_new(BRIDGE_RAW, m->device, topic, body,
-			   sizeof(body) - 1);
+	r = bridge_msg_new(BRIDGE_RAW, m->device, topic, body, (size_t)n);
 	if (!r)
 		return;
 	r->qos = 1;

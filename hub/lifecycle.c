@@ -334,9 +334,15 @@ hub__sess_session_ev(struct worker *w, struct bridge_ev *e)
 		hub_log(HUB_LOG_INFO, "HUB-KICK", "device=%s", s->device);
 		hub__sess_close(s, 4004, "kicked");
 	} else if (cJSON_IsString(op) && !strcmp(op->valuestring, "restatus")) {
-		/* an offline of the device's older session, maybe on another
-		 * hub, was acknowledged: ours goes out again after it */
-		if (s->state == SESS_LIVE) {
+		const cJSON *hub =
+		    cJSON_GetObjectItemCaseSensitive(root, "hub");
+
+		/* an offline of the device's older session on another hub was
+		 * acknowledged: ours goes out again after it. From this hub's
+		 * own workers it needs no answer: they share the registry,
+		 * whose outbox already orders their statuses. */
+		if (s->state == SESS_LIVE && cJSON_IsString(hub) &&
+		    strcmp(hub->valuestring, w->conf->hub_id)) {
 			struct writer_item it;
 
 			memset(&it, 0, sizeof(it));
