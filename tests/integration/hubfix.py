@@ -903,7 +903,8 @@ def retained_status(port, device, timeout=5.0):
 
 class HubTest(unittest.TestCase):
     """setUp: temp dir, broker, cert, registry path. Helpers to start hubs
-    and clients; tearDown stops everything that was started."""
+    and clients; a cleanup stops everything that was started, also after
+    a failed setUp."""
 
     broker_autosave = None
     broker_autosave_on_changes = False
@@ -915,12 +916,26 @@ class HubTest(unittest.TestCase):
         self.clients = []
         self.mqtts = []
         self.procs = []
+        self.broker = None
+        # Also a cleanup: it runs when a setUp (this one or a subclass's,
+        # after starting the broker or hubs) fails, and tearDown does not;
+        # a failed setUp used to leave mosquitto running.
+        self.addCleanup(self._stop_all)
         self.broker = Broker(self.tmp, autosave=self.broker_autosave,
                              autosave_on_changes=self.broker_autosave_on_changes).start()
         self.cert, self.key = make_cert(self.tmp)
         self.db = os.path.join(self.tmp, "registry.db")
 
     def tearDown(self):
+        self._stop_all()
+
+    def _stop_all(self):
+        # Runs once: from tearDown (before the test's own cleanups, which may
+        # rely on the hubs being stopped), or as setUp's cleanup when setUp
+        # failed and tearDown never ran.
+        if getattr(self, "stopped_", False):
+            return
+        self.stopped_ = True
         failed = self._failed()
         for c in self.clients:
             try:
@@ -938,6 +953,9 @@ class HubTest(unittest.TestCase):
                 log(f"--- hubd {h.hub_id} log tail ({h.logfile}):\n{h.log_tail(40)}")
         for m in self.mqtts:
             m.close()
+        if self.broker is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
         self.broker.kill()
         if failed:
             log(f"--- mosquitto log tail:\n{tail(self.broker.logfile, 20)}")
