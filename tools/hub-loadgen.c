@@ -35,7 +35,8 @@
  * then the read goes on, where lws would take the signal for an error) and
  * mbedtls_x509_crt_parse_der{,_nocopy}() (the server sent a certificate:
  * the handshake was a full one; a resumed handshake has none, in both
- * versions).
+ * versions). bind() is wrapped too: --src-ips binds without taking a port
+ * (see __wrap_bind).
  *
  * Threads: each process is single-threaded; the shared stats of a child are
  * written only by that child (relaxed atomics) and read by the parent.
@@ -58,9 +59,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -235,6 +239,81 @@ rnd32(void)
 	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 		r = (uint32_t)random();
 	return r;
+}
+
+/* ---- source addresses ---------------------------------------------------- */
+
+/*
+ * --src-ips "A.B.C.X-Y" or "A.B.C.X-A.B.C.Y": the addresses X..Y of one /24,
+ * at most 64, written into out[] as strings for lws's ci.iface; returns how
+ * many, or 0 when spec is not such a range.
+ */
+static unsigned
+src_ips_expand(const char *spec, char out[64][48])
+{
+	char first[INET_ADDRSTRLEN], last[INET_ADDRSTRLEN];
+	const char *dash = strchr(spec, '-');
+	struct in_addr a, b;
+	uint32_t ha, hb, k;
+	unsigned n = 0;
+
+	if (!dash || (size_t)(dash - spec) >= sizeof(first) ||
+	    strlen(dash + 1) >= sizeof(last))
+		return 0;
+	memcpy(first, spec, (size_t)(dash - spec));
+	first[dash - spec] = '\0';
+	if (inet_pton(AF_INET, first, &a) != 1)
+		return 0;
+	ha = ntohl(a.s_addr);
+	if (strchr(dash + 1, '.')) {
+		memcpy(last, dash + 1, strlen(dash + 1) + 1);
+		if (inet_pton(AF_INET, last, &b) != 1)
+			return 0;
+		hb = ntohl(b.s_addr);
+	} else {
+		long y;
+
+		if (parse_long(dash + 1, &y) || y < 0 || y > 255)
+			return 0;
+		hb = (ha & ~0xffu) | (uint32_t)y;
+	}
+	if ((ha & ~0xffu) != (hb & ~0xffu) || hb < ha || hb - ha >= 64)
+		return 0;
+	for (k = ha; k <= hb; k++) {
+		struct in_addr x = {.s_addr = htonl(k)};
+
+		if (!inet_ntop(AF_INET, &x, out[n], 48))
+			return 0;
+		n++;
+	}
+	return n;
+}
+
+
+int __real_bind(int fd, const struct sockaddr *sa, socklen_t len);
+int __wrap_bind(int fd, const struct sockaddr *sa, socklen_t len);
+
+/*
+ * lws binds a client socket to its --src-ips address with port 0 before
+ * connecting, and such a bind takes an ephemeral port for that address
+ * alone, whatever the destination: the whole fleet then shares the one
+ * local port range (32768-60999 by default, 28 232 ports), and every
+ * connect past it fails. A 100 000-device run stopped at 28 227 connected,
+ * its generators spinning on failed connects. IP_BIND_ADDRESS_NO_PORT
+ * defers the port to connect(), which needs it unique only per (source,
+ * destination) pair, so each source address adds a whole range.
+ */
+int
+__wrap_bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	if (sa && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in) &&
+	    ((const struct sockaddr_in *)(const void *)sa)->sin_port == 0) {
+		int one = 1;
+
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
+				 sizeof(one));
+	}
+	return __real_bind(fd, sa, len);
 }
 
 /* ---- TLS: version and resumption, through lws's mbedTLS wrapper ---------- */
@@ -416,6 +495,15 @@ expand_path(const char *tpl, const struct lg_dev *d, char *out, size_t cap)
 	return 0;
 }
 
+/*
+ * No lws validity timers: lws's default policy arms one per connection (ping
+ * at 300 s, hang up at 310 s) and re-arms it on every frame received, and
+ * each arm walks the service thread's one sorted timer list. A child holding
+ * ~12 000 devices spent 32 % of its CPU in lws_dll2_add_sorted during a
+ * 100 000-device ramp (perf). The hub pings; lws answers in the service loop.
+ */
+static const lws_retry_bo_t no_validity;
+
 static void
 dev_connect(struct child *c, struct lg_dev *d, uint64_t now)
 {
@@ -437,6 +525,7 @@ dev_connect(struct child *c, struct lg_dev *d, uint64_t now)
 	ci.iface = c->nsrc ? c->srcbuf[(size_t)(d - c->dev) % c->nsrc] : NULL;
 	ci.pwsi = &d->wsi;
 	ci.opaque_user_data = d;
+	ci.retry_and_idle_policy = &no_validity;
 	if (c->tls) {
 		ci.ssl_connection = LCCSCF_USE_SSL;
 		if (c->o->insecure)
@@ -670,7 +759,20 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		if (!d)
 			break;
 		__atomic_add_fetch(&c->st->failed, 1, __ATOMIC_RELAXED);
-		add_reason(c->st, in ? (const char *)in : "(no detail)");
+		{
+			/* a refused upgrade: lws says "not 101"; the status
+			 * says why (401, 429, 503, ...) */
+			unsigned st = wsi ? lws_http_client_http_response(wsi)
+					  : 0;
+			char why[96];
+
+			if (st && st != 101) {
+				snprintf(why, sizeof(why), "HTTP %u", st);
+				add_reason(c->st, why);
+			} else
+				add_reason(c->st,
+					   in ? (const char *)in : "(no detail)");
+		}
 		dev_down(c, d, hub_clock_mono_us());
 		break;
 	case LWS_CALLBACK_CLIENT_RECEIVE:
@@ -907,24 +1009,10 @@ child_run(const struct opts *o, struct lg_stats *fleet, long nprocs,
 	c.port = port;
 	c.tls = tls;
 	snprintf(c.host, sizeof(c.host), "%s", host);
-	if (o->src_ips[0]) {
-		/* "127.0.0.A-B": every process uses all of them, per device */
-		unsigned a = 0, b = 0, k;
-		char pre[32];
-
-		if (sscanf(o->src_ips, "%31[0-9.].%u-%u", pre, &a, &b) == 3 &&
-		    b >= a && b < 256 && strlen(pre) < 12) {
-			for (k = a; k <= b && c.nsrc < 64; k++) {
-				int n = snprintf(c.srcbuf[c.nsrc],
-						 sizeof(c.srcbuf[0]), "%s.%u",
-						 pre, k);
-
-				if (n < 0 || (size_t)n >= sizeof(c.srcbuf[0]))
-					break;
-				c.nsrc++;
-			}
-		}
-	}
+	/* every process uses all of them, device by device (checked by
+	 * parse_opts, so this cannot fail) */
+	if (o->src_ips[0])
+		c.nsrc = src_ips_expand(o->src_ips, c.srcbuf);
 	the_child = &c;
 	c.loop = ev_loop_new(EVFLAG_AUTO | EVBACKEND_EPOLL);
 	if (!c.loop)
@@ -939,7 +1027,11 @@ child_run(const struct opts *o, struct lg_stats *fleet, long nprocs,
 		       LWS_SERVER_OPTION_LIBEV |
 		       LWS_SERVER_OPTION_DISABLE_TLS_SESSION_CACHE;
 	info.foreign_loops = foreign;
-	info.fd_limit_per_thread = (unsigned)ndev + 64;
+	/* no fd_limit_per_thread: below the open-file limit it makes lws find
+	 * a connection from its fd by a linear search instead of its direct
+	 * table, on every event (43 % of a child's CPU at ~12 000 devices,
+	 * perf); the limit (20 000 here) is what lws sizes the table by */
+	info.retry_and_idle_policy = &no_validity;
 	/* a handshake queued behind a busy server is not a failure yet */
 	info.timeout_secs = 60;
 	if (o->ca[0])
@@ -1049,7 +1141,8 @@ usage(FILE *f)
 	    "  -n N               devices (default: every line of FILE)\n"
 	    "  --procs P          processes (default: enough for 16000 "
 	    "devices each)\n"
-	    "  --src-ips A.B.C.X-Y  bind child i to A.B.C.(X + i %% (Y-X+1))\n"
+	    "  --src-ips A.B.C.X-Y  dial device i from A.B.C.(X + i %% "
+	    "(Y-X+1)), at most 64\n"
 	    "  --ramp R           new connections per second, all "
 	    "processes (1000)\n"
 	    "  --max-pending K    handshakes in flight per process (64): more\n"
@@ -1224,6 +1317,17 @@ parse_args(struct opts *o, int argc, char **argv)
 		fprintf(stderr, "hub-loadgen: --qos 0|1 (binary frames are "
 				"QoS 0), --payload <= 65000, --procs <= 64\n");
 		return -1;
+	}
+	if (o->src_ips[0]) {
+		static char check[64][48];
+
+		if (!src_ips_expand(o->src_ips, check)) {
+			fprintf(stderr,
+				"hub-loadgen: bad --src-ips %s (A.B.C.X-Y or "
+				"A.B.C.X-A.B.C.Y, at most 64 addresses)\n",
+				o->src_ips);
+			return -1;
+		}
 	}
 	if (o->storm_at && o->storm_after) {
 		fprintf(stderr,

@@ -79,9 +79,10 @@ class TestLoadgen(hubfix.HubTest):
     def test_storm_all_back(self):
         creds = self.provision()
         hub = self.start()
+        # from four source addresses, both spellings of a range accepted
         rep, _ = self.run_loadgen(hub, creds,
                                   "--storm-at", "3", "--storm-jitter",
-                                  "2000")
+                                  "2000", "--src-ips", "127.0.0.2-5")
         self.assertEqual(rep["connected_peak"], N, rep)
         self.assertEqual(rep["storm_back"], N, rep)
         self.assertGreater(rep["storm_all_back_s"], 0, rep)
@@ -93,6 +94,21 @@ class TestLoadgen(hubfix.HubTest):
             what="every session closed")
         devs = self.device_list()
         self.assertEqual(sum(1 for d in devs if d["online"]), 0)
+        # the hub saw the devices come from those addresses, a quarter
+        # each (a --src-ips the generator did not apply once let a
+        # 100 000-device run use one address and stop at its port range)
+        evs = self.hubctl_json("events", "--limit", str(8 * N))
+        addrs = {}
+        for e in evs:
+            if e["kind"] == "online":
+                addrs[e.get("addr")] = addrs.get(e.get("addr"), 0) + 1
+        self.assertEqual(addrs, {f"127.0.0.{k}": N // 2 for k in range(2, 6)},
+                         addrs)
+        r = subprocess.run([LOADGEN, "--url", "ws://127.0.0.1:1", "--creds",
+                            creds, "--src-ips", "127.0.0.2-127.0.1.3"],
+                           capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"bad --src-ips", r.stderr)
 
     def storm_resume(self, version, storm):
         creds = self.provision()
