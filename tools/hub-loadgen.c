@@ -289,7 +289,6 @@ src_ips_expand(const char *spec, char out[64][48])
 	return n;
 }
 
-
 int __real_bind(int fd, const struct sockaddr *sa, socklen_t len);
 int __wrap_bind(int fd, const struct sockaddr *sa, socklen_t len);
 
@@ -306,7 +305,8 @@ int __wrap_bind(int fd, const struct sockaddr *sa, socklen_t len);
 int
 __wrap_bind(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	if (sa && sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in) &&
+	if (sa && sa->sa_family == AF_INET &&
+	    len >= sizeof(struct sockaddr_in) &&
 	    ((const struct sockaddr_in *)(const void *)sa)->sin_port == 0) {
 		int one = 1;
 
@@ -762,16 +762,16 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		{
 			/* a refused upgrade: lws says "not 101"; the status
 			 * says why (401, 429, 503, ...) */
-			unsigned st = wsi ? lws_http_client_http_response(wsi)
-					  : 0;
+			unsigned st =
+			    wsi ? lws_http_client_http_response(wsi) : 0;
 			char why[96];
 
 			if (st && st != 101) {
 				snprintf(why, sizeof(why), "HTTP %u", st);
 				add_reason(c->st, why);
 			} else
-				add_reason(c->st,
-					   in ? (const char *)in : "(no detail)");
+				add_reason(c->st, in ? (const char *)in
+						     : "(no detail)");
 		}
 		dev_down(c, d, hub_clock_mono_us());
 		break;
