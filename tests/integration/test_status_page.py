@@ -89,6 +89,30 @@ class TestStatusPage(hubfix.HubTest):
         self.assertEqual(self.api(hub, "/api/v1/devices?q=%25")["devices"], [])
         one = self.api(hub, "/api/v1/devices/b-dev-2")
         self.assertEqual((one["id"], one["name"], one["online"]), ("b-dev-2", "boiler room", False))
+        # groups: none yet; then a few (listed by name), and more than the
+        # 16 listed (the first 16 by name, "groups_more" counts the rest)
+        self.assertEqual(one["groups"], [])
+        self.assertNotIn("groups_more", one)
+        self.hubctl("group", "add", "heating", "b-dev-2", "kettle-7")
+        self.hubctl("group", "add", "boilers", "b-dev-2")
+        many = [f"rack-{i:02d}" for i in range(18)]
+        for g in reversed(many):
+            self.hubctl("group", "add", g, "sensor-9")
+        d = {x["id"]: x for x in self.api(hub, "/api/v1/devices")["devices"]}
+        self.assertEqual(d["b-dev-1"]["groups"], [])
+        self.assertEqual(d["b-dev-2"]["groups"], ["boilers", "heating"])
+        self.assertEqual(d["kettle-7"]["groups"], ["heating"])
+        self.assertEqual(d["sensor-9"]["groups"], many[:16])
+        self.assertEqual(d["sensor-9"]["groups_more"], 2)
+        for k in ("b-dev-1", "b-dev-2", "kettle-7"):
+            self.assertNotIn("groups_more", d[k], k)
+        self.assertEqual(self.api(hub, "/api/v1/devices/sensor-9")["groups"], many[:16])
+        self.assertEqual(self.api(hub, "/api/v1/devices/sensor-9")["groups_more"], 2)
+        one = self.api(hub, "/api/v1/devices/b-dev-2")
+        self.assertEqual(one["groups"], ["boilers", "heating"])
+        self.assertNotIn("groups_more", one)
+        self.assertEqual([x["id"] for x in self.api(hub, "/api/v1/devices?q=BOILER")["devices"]],
+                         ["b-dev-2", "kettle-7"])
         self.api(hub, "/api/v1/devices/nosuch", 404)
         self.api(hub, "/api/v1/devices/bad%20id", 404)
         for bad in ("limit=0", "limit=1001", "limit=x", "online=maybe", "after=a%20b"):
