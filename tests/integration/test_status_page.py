@@ -6,7 +6,9 @@ connection; every answer carries the security headers; --http-token
 protects everything but the page files and the probes. And in a real
 browser: Debian's chromium (headless, driven by playwright-core from
 tests/browser/, pinned in its package-lock.json) sees a device go online
-and offline and finds devices by search; the screenshot is saved as
+and offline, shows a groups column only once a device has groups (and a
+device's groups on click), and finds devices by search; the screenshot is
+saved as
 build/status-page.png. The same browser then opens a device session the
 documented browser way, a signed token (5 groups) in the subprotocol:
 new WebSocket(url, ["hub.v1", "bearer." + token])."""
@@ -215,6 +217,9 @@ class TestStatusPage(hubfix.HubTest):
         hubfix.wait_until(lambda: "online b-dev-1" in out or p.poll() is not None, 90,
                           what="the page to show b-dev-1 online")
         self.assertIn("online b-dev-1", out, why())
+        # groups: the page had none so far (the script checked: no column)
+        self.hubctl("group", "add", "boilers", "b-dev-2", "kettle-7")
+        self.hubctl("group", "add", "ops-team", "b-dev-2")
         dev.close()
         p.stdin.write("closed\n")
         p.stdin.flush()
