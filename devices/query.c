@@ -16,13 +16,38 @@
 
 #define QUERY_BUSY_MS 2000
 
-/* The device row, its open session (if any) and that session's start. */
-#define Q_DEVICE_SELECT                                                        \
+#define Q_STR_(x) #x
+#define Q_STR(x) Q_STR_(x)
+
+/*
+ * The device row, its open session (if any) and that session's start,
+ * then its groups: the first REGISTRY_QUERY_GROUPS names (by name, from
+ * the device_groups(device) index, whose entries are ordered by grp) as
+ * "a,b" (group names are [A-Za-z0-9_-], so ',' cannot occur in one) and
+ * how many it has in all. Correlated subqueries on that index: one
+ * statement per page, no query per device.
+ */
+#define Q_DEVICE_SELECT(groups)                                                \
 	"SELECT d.id, d.name, d.disabled, d.created, d.last_seen,"             \
-	" s.session, s.hub, s.addr, s.started FROM devices d"                  \
+	" s.session, s.hub, s.addr, s.started, " groups " FROM devices d"      \
 	" LEFT JOIN sessions s ON s.session = (SELECT o.session"               \
 	" FROM sessions o WHERE o.device = d.id AND o.ended IS NULL"           \
 	" ORDER BY o.started DESC LIMIT 1) "
+#define Q_GROUPS_LIMIT " LIMIT " Q_STR(REGISTRY_QUERY_GROUPS)
+#define Q_GROUPS                                                               \
+	"(SELECT group_concat(g.grp, ',') FROM (SELECT grp FROM"               \
+	" device_groups WHERE device = d.id ORDER BY grp" Q_GROUPS_LIMIT       \
+	") g),"                                                                \
+	" (SELECT count(*) FROM device_groups WHERE device = d.id)"
+/* a registry older than schema/003_groups.sql has no device_groups */
+#define Q_NO_GROUPS "NULL, 0"
+#define Q_GROUPS_SINCE 3
+#define Q_DEVICES_WHERE                                                        \
+	"WHERE (?1 < 0 OR (s.session IS NOT NULL) = ?1)"                       \
+	" AND (?2 IS NULL OR instr(lower(d.id), lower(?2)) > 0"                \
+	"  OR instr(lower(d.name), lower(?2)) > 0)"                            \
+	" AND (?3 IS NULL OR d.id > ?3) ORDER BY d.id LIMIT ?4"
+#define Q_DEVICE_WHERE "WHERE d.id = ?1"
 
 enum {
 	Q_DEVICES,
@@ -33,18 +58,20 @@ enum {
 };
 
 static const char *const q_sql[Q__N] = {
-    [Q_DEVICES] =
-	Q_DEVICE_SELECT "WHERE (?1 < 0 OR (s.session IS NOT NULL) = ?1)"
-			" AND (?2 IS NULL OR instr(lower(d.id), lower(?2)) > 0"
-			"  OR instr(lower(d.name), lower(?2)) > 0)"
-			" AND (?3 IS NULL OR d.id > ?3) ORDER BY d.id LIMIT ?4",
-    [Q_DEVICE] = Q_DEVICE_SELECT "WHERE d.id = ?1",
+    [Q_DEVICES] = Q_DEVICE_SELECT(Q_GROUPS) Q_DEVICES_WHERE,
+    [Q_DEVICE] = Q_DEVICE_SELECT(Q_GROUPS) Q_DEVICE_WHERE,
     [Q_EVENTS] = "SELECT seq, device, kind, reason, ts, session, addr, hub"
 		 " FROM events WHERE (?1 IS NULL OR device = ?1)"
 		 " AND (?2 <= 0 OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
     [Q_COUNT] = "SELECT (SELECT count(*) FROM devices),"
 		" (SELECT count(DISTINCT device) FROM sessions"
 		" WHERE ended IS NULL)",
+};
+
+/* The statements that differ on a registry without groups. */
+static const char *const q_sql_nogroups[Q__N] = {
+    [Q_DEVICES] = Q_DEVICE_SELECT(Q_NO_GROUPS) Q_DEVICES_WHERE,
+    [Q_DEVICE] = Q_DEVICE_SELECT(Q_NO_GROUPS) Q_DEVICE_WHERE,
 };
 
 struct registry_query {
@@ -104,7 +131,8 @@ registry_query_open(const char *path, struct registry_query **out, char *err,
 	if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
 		ver = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
-	/* every column read here exists since migration 1 */
+	/* every column read here exists since migration 1; the groups
+	 * table since Q_GROUPS_SINCE (an older file reads as no groups) */
 	if (ver < 1 || ver > schema_count) {
 		snprintf(err, errlen,
 			 "registry schema %d, this hub knows 1..%d", ver,
@@ -113,9 +141,12 @@ registry_query_open(const char *path, struct registry_query **out, char *err,
 		goto fail;
 	}
 	for (i = 0; i < Q__N; i++) {
-		rc = sqlite3_prepare_v3(q->db, q_sql[i], -1,
-					SQLITE_PREPARE_PERSISTENT, &q->st[i],
-					NULL);
+		const char *sql = ver < Q_GROUPS_SINCE && q_sql_nogroups[i]
+				      ? q_sql_nogroups[i]
+				      : q_sql[i];
+
+		rc = sqlite3_prepare_v3(
+		    q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &q->st[i], NULL);
 		if (rc != SQLITE_OK) {
 			snprintf(err, errlen, "%s", sqlite3_errmsg(q->db));
 			ret = sqlerr(rc);
@@ -155,6 +186,43 @@ col_text(sqlite3_stmt *s, int col, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+static int
+cmp_group(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/*
+ * Splits column col ("a,b", or NULL) into o->groups. Each name is cut to
+ * REGISTRY_GROUP_MAX bytes and at most REGISTRY_QUERY_GROUPS are kept
+ * (the SQL gives no more). Sorted here because group_concat's order is
+ * not promised by SQLite before 3.44; byte order, as SQLite's BINARY.
+ */
+static void
+fill_groups(sqlite3_stmt *s, int col, struct registry_query_device *o)
+{
+	const char *t = (const char *)sqlite3_column_text(s, col);
+	size_t len = t ? (size_t)sqlite3_column_bytes(s, col) : 0, i = 0, n;
+	const char *comma;
+
+	while (i < len && o->ngroups < REGISTRY_QUERY_GROUPS) {
+		comma = memchr(t + i, ',', len - i);
+		n = (comma ? (size_t)(comma - t) : len) - i;
+		if (n > 0) {
+			char *g = o->groups[o->ngroups++];
+
+			if (n > REGISTRY_GROUP_MAX)
+				n = REGISTRY_GROUP_MAX;
+			memcpy(g, t + i, n);
+			g[n] = '\0';
+		}
+		if (!comma)
+			break;
+		i = (size_t)(comma - t) + 1;
+	}
+	qsort(o->groups, (size_t)o->ngroups, sizeof(o->groups[0]), cmp_group);
+}
+
 static void
 fill(sqlite3_stmt *s, struct registry_query_device *o)
 {
@@ -171,6 +239,10 @@ fill(sqlite3_stmt *s, struct registry_query_device *o)
 	col_text(s, 6, d->hub, sizeof(d->hub));
 	col_text(s, 7, d->addr, sizeof(d->addr));
 	o->since = d->online ? sqlite3_column_int64(s, 8) : 0;
+	fill_groups(s, 9, o);
+	o->groups_total = sqlite3_column_int64(s, 10);
+	if (o->groups_total < o->ngroups) /* one snapshot: cannot be */
+		o->groups_total = o->ngroups;
 }
 
 static void

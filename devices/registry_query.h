@@ -29,11 +29,23 @@ int registry_query_open(const char *path, struct registry_query **out,
 /* Accepts NULL. */
 void registry_query_close(struct registry_query *q);
 
+/* At most this many of a device's groups are listed (the first by name). */
+#define REGISTRY_QUERY_GROUPS 16
+
 /* A device as the API shows it. */
 struct registry_query_device {
 	struct registry_device d; /* id, name, disabled, online, last_seen,
 				     created, session, hub, addr */
 	int64_t since; /* online: when the open session started; else 0 */
+	/*
+	 * Its groups (device_groups, hubctl group add), the first
+	 * REGISTRY_QUERY_GROUPS by name in name order; ngroups of them are
+	 * set, groups_total counts all (groups_total > ngroups: truncated).
+	 * Groups carried only in a signed token are not in the registry.
+	 */
+	char groups[REGISTRY_QUERY_GROUPS][REGISTRY_GROUP_MAX + 1];
+	int ngroups;
+	int64_t groups_total;
 };
 
 struct registry_query_filter {
@@ -45,7 +57,8 @@ struct registry_query_filter {
 };
 
 /*
- * Devices matching f in id order; cb for each. *more is set to 1 when more
+ * Devices matching f in id order, with their groups (one statement per
+ * page); cb for each. *more is set to 1 when more
  * rows follow the last one given (the next page starts after its id).
  */
 int registry_query_devices(struct registry_query *q,

@@ -43,10 +43,18 @@ static cJSON *
 device_json(const struct registry_query_device *qd)
 {
 	const struct registry_device *d = &qd->d;
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = cJSON_CreateObject(), *g;
+	int i;
 
 	cJSON_AddStringToObject(o, "id", d->id);
 	cJSON_AddStringToObject(o, "name", d->name);
+	/* the first REGISTRY_QUERY_GROUPS by name; groups_more only when
+	 * there are more than that */
+	g = cJSON_AddArrayToObject(o, "groups");
+	for (i = 0; i < qd->ngroups; i++)
+		cJSON_AddItemToArray(g, cJSON_CreateString(qd->groups[i]));
+	if (qd->groups_total > qd->ngroups)
+		json_i64(o, "groups_more", qd->groups_total - qd->ngroups);
 	cJSON_AddBoolToObject(o, "disabled", d->disabled);
 	cJSON_AddBoolToObject(o, "online", d->online);
 	if (d->online)

@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
 const PAGE = 50;
-const state = { prev: null, history: [], selected: null, next: null, q: "", online: "" };
+const state = { prev: null, history: [], selected: null, next: null, q: "", online: "", devices: [] };
 
 function token() { return sessionStorage.getItem("hub-token"); }
 
@@ -120,20 +120,51 @@ async function refreshStatus() {
 
 // ---- devices ----------------------------------------------------------------
 
-function deviceRow(d) {
+// a device's groups as text: the names the API lists, and how many more
+function groupsText(d) {
+  const g = (d.groups || []).join(", ");
+  return d.groups_more ? g + " +" + d.groups_more + " more" : g;
+}
+
+function cell(tr, col, text) {
+  const td = el("td", text);
+  td.dataset.col = col;
+  tr.appendChild(td);
+  return td;
+}
+
+function deviceRow(d, withGroups) {
   const tr = el("tr");
   tr.dataset.id = d.id;
   if (d.id === state.selected) tr.className = "sel";
-  tr.appendChild(el("td", d.id));
-  tr.appendChild(el("td", d.name || "–"));
-  const on = el("td");
+  cell(tr, "id", d.id);
+  cell(tr, "name", d.name || "–");
+  if (withGroups) {
+    const g = cell(tr, "groups", groupsText(d) || "–");
+    g.className = "groups";
+    g.title = groupsText(d);
+  }
+  const on = cell(tr, "online");
   on.appendChild(el("span", d.online ? "online" : (d.disabled ? "disabled" : "offline"), d.online ? "yes" : "no"));
-  tr.appendChild(on);
-  tr.appendChild(el("td", d.online ? time(d.since) : "–"));
-  tr.appendChild(el("td", d.addr || "–"));
-  tr.appendChild(el("td", d.online ? "now" : ago(d.last_seen)));
+  cell(tr, "since", d.online ? time(d.since) : "–");
+  cell(tr, "addr", d.addr || "–");
+  cell(tr, "last", d.online ? "now" : ago(d.last_seen));
   tr.addEventListener("click", () => selectDevice(d.id));
   return tr;
+}
+
+// the list as shown: a groups column only when a device shown has groups
+function renderDevices() {
+  const withGroups = state.devices.some((d) => d.groups && d.groups.length);
+  $("groups-col").hidden = !withGroups;
+  const body = $("devices").tBodies[0];
+  while (body.firstChild) body.removeChild(body.firstChild);
+  state.devices.forEach((d) => body.appendChild(deviceRow(d, withGroups)));
+  if (!state.devices.length) {
+    const tr = el("tr"); const td = el("td", "no devices match", "muted");
+    td.colSpan = withGroups ? 7 : 6;
+    tr.appendChild(td); body.appendChild(tr);
+  }
 }
 
 async function loadDevices(append) {
@@ -142,13 +173,8 @@ async function loadDevices(append) {
   if (state.online) p.set("online", state.online);
   if (append && state.next) p.set("after", state.next);
   const r = await api("/api/v1/devices?" + p);
-  const body = $("devices").tBodies[0];
-  if (!append) while (body.firstChild) body.removeChild(body.firstChild);
-  r.devices.forEach((d) => body.appendChild(deviceRow(d)));
-  if (!append && !r.devices.length) {
-    const tr = el("tr"); const td = el("td", "no devices match", "muted"); td.colSpan = 6;
-    tr.appendChild(td); body.appendChild(tr);
-  }
+  state.devices = append ? state.devices.concat(r.devices) : r.devices;
+  renderDevices();
   state.next = r.next;
   $("more").hidden = !r.next;
 }
@@ -179,6 +205,14 @@ async function selectDevice(id) {
   const d = await api("/api/v1/devices/" + encodeURIComponent(id));
   $("events-title").textContent = "events of " + d.id + (d.name ? " (" + d.name + ")" : "") +
     (d.online ? " · online since " + time(d.since) + " from " + d.addr : " · offline");
+  const g = $("device-groups");
+  while (g.firstChild) g.removeChild(g.firstChild);
+  if (d.groups && d.groups.length) {
+    g.appendChild(el("span", "groups ", "muted"));
+    d.groups.forEach((name) => g.appendChild(el("span", name, "tag")));
+    if (d.groups_more) g.appendChild(el("span", "+" + d.groups_more + " more", "muted"));
+  }
+  g.hidden = !g.firstChild;
   $("events-all").hidden = false;
   for (const tr of $("devices").tBodies[0].rows) tr.className = tr.dataset.id === id ? "sel" : "";
   await loadEvents();
@@ -209,6 +243,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.selected = null;
     $("events-title").textContent = "newest presence events";
     $("events-all").hidden = true;
+    $("device-groups").hidden = true;
     loadEvents().catch(showError);
     for (const tr of $("devices").tBodies[0].rows) tr.className = "";
   });

@@ -5,11 +5,14 @@
 // "bearer." + TOKEN]), pings and prints "ws PROTOCOL pong".
 // Run by tests/integration/test_status_page.py, which controls the devices
 // and talks to this script over stdin/stdout, one line each:
-//   we print "online b-dev-1"  once the page shows device b-dev-1 online;
-//   then wait for "closed" on stdin (the test closed its session);
-//   we print "offline b-dev-1" once the page shows it offline, search for
-//   "boiler", check the list, click a device for its events, save the
-//   screenshot and print "done". Any failure: a message and exit 1.
+//   we print "online b-dev-1"  once the page shows device b-dev-1 online
+//   (no device has groups yet: the list must have no groups column);
+//   then wait for "closed" on stdin (the test put b-dev-2 in groups
+//   "boilers" and "ops-team", kettle-7 in "boilers", and closed its
+//   session); we print "offline b-dev-1" once the page shows it offline,
+//   check the groups column, search for "boiler", check the list, click a
+//   device for its groups and events, save the screenshot and print
+//   "done". Any failure: a message and exit 1.
 import { chromium } from "playwright-core";
 import readline from "node:readline";
 
@@ -39,15 +42,28 @@ try {
   const resp = await page.goto(url, { waitUntil: "load" });
   if (resp.status() !== 200) throw new Error("GET / answered " + resp.status());
   const row = (id) => page.locator(`#devices tbody tr[data-id="${id}"]`);
+  const col = (id, name) => row(id).locator(`td[data-col="${name}"]`);
 
-  await row(DEV).locator("td:nth-child(3)", { hasText: /^online$/ }).waitFor({ timeout: T });
+  await col(DEV, "online").filter({ hasText: /^online$/ }).waitFor({ timeout: T });
   await page.locator("#ready", { hasText: /^ready$/ }).waitFor({ timeout: T });
   const conns = Number((await page.locator("#connections").textContent()).replace(/\D/g, ""));
   if (!(conns >= 1)) throw new Error("connections card shows " + conns);
+  // no device has groups: no groups column
+  if (await page.locator("#groups-col").isVisible() ||
+      await page.locator('#devices td[data-col="groups"]').count())
+    throw new Error("a groups column while no device has groups");
   console.log("online " + DEV);
   if ((await nextLine()) !== "closed") throw new Error("unexpected line from the test");
-  await row(DEV).locator("td:nth-child(3)", { hasText: /^offline$/ }).waitFor({ timeout: T });
+  await col(DEV, "online").filter({ hasText: /^offline$/ }).waitFor({ timeout: T });
   console.log("offline " + DEV);
+
+  // groups: a column once a device has some, "–" for one without
+  await col("b-dev-2", "groups").filter({ hasText: /^boilers, ops-team$/ }).waitFor({ timeout: T });
+  await page.locator("#groups-col").waitFor({ state: "visible", timeout: T });
+  for (const [id, want] of [["kettle-7", "boilers"], [DEV, "–"]]) {
+    const got = await col(id, "groups").textContent();
+    if (got !== want) throw new Error(`groups of ${id}: "${got}", want "${want}"`);
+  }
 
   // the newest presence events list the transition
   await page.locator("#events tbody tr", { hasText: DEV }).filter({ hasText: "offline" })
@@ -63,6 +79,8 @@ try {
   // a device's events on click
   await row("b-dev-2").click();
   await page.locator("#events-title", { hasText: "events of b-dev-2" }).waitFor({ timeout: T });
+  const tags = await page.locator("#device-groups .tag").allTextContents();
+  if (tags.join(" ") !== "boilers ops-team") throw new Error("device groups: " + tags.join(" "));
   await page.waitForFunction(() => {
     const rows = [...document.querySelectorAll("#events tbody tr")];
     return rows.length > 0 && rows.every((r) => r.children[1].textContent === "b-dev-2");

@@ -6,7 +6,9 @@ connection; every answer carries the security headers; --http-token
 protects everything but the page files and the probes. And in a real
 browser: Debian's chromium (headless, driven by playwright-core from
 tests/browser/, pinned in its package-lock.json) sees a device go online
-and offline and finds devices by search; the screenshot is saved as
+and offline, shows a groups column only once a device has groups (and a
+device's groups on click), and finds devices by search; the screenshot is
+saved as
 build/status-page.png. The same browser then opens a device session the
 documented browser way, a signed token (5 groups) in the subprotocol:
 new WebSocket(url, ["hub.v1", "bearer." + token])."""
@@ -89,6 +91,30 @@ class TestStatusPage(hubfix.HubTest):
         self.assertEqual(self.api(hub, "/api/v1/devices?q=%25")["devices"], [])
         one = self.api(hub, "/api/v1/devices/b-dev-2")
         self.assertEqual((one["id"], one["name"], one["online"]), ("b-dev-2", "boiler room", False))
+        # groups: none yet; then a few (listed by name), and more than the
+        # 16 listed (the first 16 by name, "groups_more" counts the rest)
+        self.assertEqual(one["groups"], [])
+        self.assertNotIn("groups_more", one)
+        self.hubctl("group", "add", "heating", "b-dev-2", "kettle-7")
+        self.hubctl("group", "add", "boilers", "b-dev-2")
+        many = [f"rack-{i:02d}" for i in range(18)]
+        for g in reversed(many):
+            self.hubctl("group", "add", g, "sensor-9")
+        d = {x["id"]: x for x in self.api(hub, "/api/v1/devices")["devices"]}
+        self.assertEqual(d["b-dev-1"]["groups"], [])
+        self.assertEqual(d["b-dev-2"]["groups"], ["boilers", "heating"])
+        self.assertEqual(d["kettle-7"]["groups"], ["heating"])
+        self.assertEqual(d["sensor-9"]["groups"], many[:16])
+        self.assertEqual(d["sensor-9"]["groups_more"], 2)
+        for k in ("b-dev-1", "b-dev-2", "kettle-7"):
+            self.assertNotIn("groups_more", d[k], k)
+        self.assertEqual(self.api(hub, "/api/v1/devices/sensor-9")["groups"], many[:16])
+        self.assertEqual(self.api(hub, "/api/v1/devices/sensor-9")["groups_more"], 2)
+        one = self.api(hub, "/api/v1/devices/b-dev-2")
+        self.assertEqual(one["groups"], ["boilers", "heating"])
+        self.assertNotIn("groups_more", one)
+        self.assertEqual([x["id"] for x in self.api(hub, "/api/v1/devices?q=BOILER")["devices"]],
+                         ["b-dev-2", "kettle-7"])
         self.api(hub, "/api/v1/devices/nosuch", 404)
         self.api(hub, "/api/v1/devices/bad%20id", 404)
         for bad in ("limit=0", "limit=1001", "limit=x", "online=maybe", "after=a%20b"):
@@ -191,6 +217,9 @@ class TestStatusPage(hubfix.HubTest):
         hubfix.wait_until(lambda: "online b-dev-1" in out or p.poll() is not None, 90,
                           what="the page to show b-dev-1 online")
         self.assertIn("online b-dev-1", out, why())
+        # groups: the page had none so far (the script checked: no column)
+        self.hubctl("group", "add", "boilers", "b-dev-2", "kettle-7")
+        self.hubctl("group", "add", "ops-team", "b-dev-2")
         dev.close()
         p.stdin.write("closed\n")
         p.stdin.flush()

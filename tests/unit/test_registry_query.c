@@ -3,8 +3,10 @@
  * registry queries behind the ops API: no file -> NOTFOUND and nothing
  * created; filters (online, substring of id or name, case-insensitive,
  * LIKE wildcards taken literally); paging by id and by event seq; one
- * device with its open session; counts; bad arguments; and a writer
- * committing beside an open query connection.
+ * device with its open session; a device's groups (none, a few in name
+ * order, more than REGISTRY_QUERY_GROUPS: the first by name and the
+ * count; a registry from before groups existed); counts; bad arguments;
+ * and a writer committing beside an open query connection.
  *
  * Single-threaded; cmocka; a temp file written through registry.h.
  */
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "registry.h"
 #include "registry_query.h"
@@ -207,6 +210,140 @@ test_device(void **state)
 			 HUB_ERR_INVAL);
 }
 
+static void
+group_add(struct registry *reg, const char *group, const char *id)
+{
+	size_t bad;
+
+	assert_int_equal(registry_group_add(reg, group, &id, 1, &bad), HUB_OK);
+}
+
+/* The device's groups as "a b ", then "+N" when truncated. */
+static const char *
+groups_str(const struct registry_query_device *d)
+{
+	static char buf[REGISTRY_QUERY_GROUPS * (REGISTRY_GROUP_MAX + 1) + 32];
+	size_t n = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = 0; i < d->ngroups; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s ",
+				      d->groups[i]);
+	if (d->groups_total > d->ngroups)
+		snprintf(buf + n, sizeof(buf) - n, "+%lld",
+			 (long long)(d->groups_total - d->ngroups));
+	return buf;
+}
+
+struct grouped {
+	char line[8][REGISTRY_QUERY_GROUPS * (REGISTRY_GROUP_MAX + 1) + 128];
+	int n;
+};
+
+static void
+collect_groups(void *arg, const struct registry_query_device *d)
+{
+	struct grouped *g = arg;
+
+	if (g->n < 8)
+		snprintf(g->line[g->n], sizeof(g->line[0]), "%s: %s", d->d.id,
+			 groups_str(d));
+	g->n++;
+}
+
+static void
+test_groups(void **state)
+{
+	struct fixture *f = *state;
+	struct registry_query_filter flt = {-1, NULL, NULL, 50};
+	struct registry_query_device d;
+	char name[REGISTRY_GROUP_MAX + 1], want[128];
+	struct grouped g;
+	size_t n = 0;
+	int more, i;
+
+	/* none */
+	assert_int_equal(registry_query_device(f->q, "alpha", &d), HUB_OK);
+	assert_int_equal(d.ngroups, 0);
+	assert_int_equal(d.groups_total, 0);
+	/* a few, listed by name (byte order) whatever the insertion order */
+	group_add(f->reg, "zulu", "beta");
+	group_add(f->reg, "alpha-team", "beta");
+	group_add(f->reg, "Mid_1", "beta");
+	group_add(f->reg, "zulu", "delta");
+	assert_int_equal(registry_query_device(f->q, "beta", &d), HUB_OK);
+	assert_string_equal(groups_str(&d), "Mid_1 alpha-team zulu ");
+	assert_int_equal(d.groups_total, 3);
+	/* more than the bound: the first REGISTRY_QUERY_GROUPS by name and
+	 * the count of all, added last to first */
+	for (i = REGISTRY_QUERY_GROUPS + 4; i-- > 0;) {
+		snprintf(name, sizeof(name), "g%02d", i);
+		group_add(f->reg, name, "gamma_1");
+	}
+	/* the longest name a group may have fits */
+	memset(name, 'x', REGISTRY_GROUP_MAX);
+	name[REGISTRY_GROUP_MAX] = '\0';
+	group_add(f->reg, name, "epsilon");
+	for (i = 0; i < REGISTRY_QUERY_GROUPS; i++)
+		n += (size_t)snprintf(want + n, sizeof(want) - n, "g%02d ", i);
+	snprintf(want + n, sizeof(want) - n, "+4");
+	assert_int_equal(registry_query_device(f->q, "gamma_1", &d), HUB_OK);
+	assert_int_equal(d.ngroups, REGISTRY_QUERY_GROUPS);
+	assert_int_equal(d.groups_total, REGISTRY_QUERY_GROUPS + 4);
+	assert_string_equal(groups_str(&d), want);
+	/* the list gives the same, each device with its own */
+	memset(&g, 0, sizeof(g));
+	assert_int_equal(
+	    registry_query_devices(f->q, &flt, collect_groups, &g, &more),
+	    HUB_OK);
+	assert_int_equal(g.n, 5);
+	assert_string_equal(g.line[0], "alpha: ");
+	assert_string_equal(g.line[1], "beta: Mid_1 alpha-team zulu ");
+	assert_string_equal(g.line[2], "delta: zulu ");
+	snprintf(g.line[7], sizeof(g.line[7]), "epsilon: %s ", name);
+	assert_string_equal(g.line[3], g.line[7]);
+	snprintf(g.line[7], sizeof(g.line[7]), "gamma_1: %s", want);
+	assert_string_equal(g.line[4], g.line[7]);
+	/* a device deleted with its groups; the others keep theirs */
+	assert_int_equal(registry_device_delete(f->reg, "beta"), HUB_OK);
+	assert_int_equal(registry_query_device(f->q, "delta", &d), HUB_OK);
+	assert_string_equal(groups_str(&d), "zulu ");
+}
+
+static void
+test_groups_old_schema(void **state)
+{
+	struct fixture *f = *state;
+	struct registry_query_device d;
+	struct registry_query *q = NULL;
+	sqlite3 *db = NULL;
+	char err[256];
+	size_t bad;
+	const char *id = "beta";
+
+	/* a registry from before schema/003_groups.sql: no device_groups;
+	 * its devices read as having none */
+	assert_int_equal(registry_group_add(f->reg, "g1", &id, 1, &bad),
+			 HUB_OK);
+	registry_close(f->reg);
+	f->reg = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TABLE device_groups;"
+				      "PRAGMA user_version = 2",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(registry_query_open(f->path, &q, err, sizeof(err)),
+			 HUB_OK);
+	assert_int_equal(registry_query_device(q, "beta", &d), HUB_OK);
+	assert_true(d.d.online);
+	assert_int_equal(d.ngroups, 0);
+	assert_int_equal(d.groups_total, 0);
+	registry_query_close(q);
+}
+
 struct seqs {
 	int64_t seq[16];
 	char kinds[128];
@@ -312,6 +449,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_paging, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_device, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_groups_old_schema, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_events, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_counts_and_fresh_data, setup,
 					    teardown),
