@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct mdesc {
@@ -308,6 +309,7 @@ metrics_proc_read(pid_t pid, struct metrics_proc *out)
 	long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
 	unsigned long long utime = 0, stime = 0, start = 0, rss = 0;
 	struct dirent *de;
+	struct stat st;
 	size_t n;
 	FILE *f;
 	DIR *d;
@@ -345,8 +347,18 @@ metrics_proc_read(pid_t pid, struct metrics_proc *out)
 	out->start_time = boot_time() + (double)start / (double)tick;
 	out->rss_bytes = rss * (uint64_t)page;
 
+	/* Linux >= 6.2 reports the number of open descriptors as the size of
+	 * /proc/PID/fd, counted from the fd bitmap: O(1) where listing the
+	 * directory builds a dentry per descriptor (a worker's scrape read
+	 * 16 700 of them; __d_lookup was 10 % of a busy worker's profile in
+	 * a 100 000-device storm with /metrics read every second). Older
+	 * kernels report 0: list it. */
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
+	if (!stat(path, &st) && st.st_size > 0) {
+		out->open_fds = (long)st.st_size;
+		d = NULL;
+	} else
+		d = opendir(path);
 	if (d) {
 		while ((de = readdir(d)))
 			if (de->d_name[0] != '.')

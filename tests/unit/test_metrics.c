@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <fcntl.h>
 
 #include <cmocka.h>
@@ -33,6 +34,20 @@ test_proc_read(void **state)
 	assert_int_equal(metrics_proc_read(getpid(), &a), 0);
 	assert_true(a.rss_bytes > 1 << 20);
 	assert_true(a.open_fds >= 3);
+	/* the count (the size of /proc/self/fd on Linux >= 6.2) is what a
+	 * listing shows, less the listing's own descriptor */
+	{
+		DIR *d = opendir("/proc/self/fd");
+		struct dirent *de;
+		long listed = 0;
+
+		assert_non_null(d);
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.')
+				listed++;
+		closedir(d);
+		assert_int_equal(listed - 1, a.open_fds);
+	}
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	assert_int_equal(a.max_fds, (long)rl.rlim_cur);
 	assert_true(a.start_time > (double)time(NULL) - 3600);
