@@ -100,7 +100,7 @@ static const struct opt opts[] = {
     {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
      "N QoS 1 messages held while the broker is away (100000)"},
     {"bridge-window", OPT_INT, I(bridge_window), 1, 16384,
-     "N messages in flight to the broker per worker (20)"},
+     "N messages in flight to the broker per worker (1000)"},
     {"http-token", OPT_STR, S(http_token), 0, 0,
      "FILE bearer token the ops listener requires (none)"},
 };

@@ -13,23 +13,24 @@
 #define CONF_PROXIES_MAX 32 /* --trusted-proxies entries */
 
 /*
- * --bridge-window default: QoS 1 (and QoS 0) sends a worker's bridge hands
- * to Paho before waiting for completions. Paho 1.3 (Debian's build) pays
- * per message for everything it holds: each of its allocations goes into
- * its heap-tracking tree (a search and an insert under one mutex), and
- * each message id is found by walking its command, in-flight and response
- * lists. perf on a worker under QoS 1 load, window 1000: 17 % of the
- * worker's samples in that tree, 2 % in the id search; window 20: 8 %.
+ * --bridge-window default: messages a worker's bridge hands to Paho before
+ * waiting for completions. Paho 1.3 (Debian's build) pays per message for
+ * everything it holds: each of its allocations goes into its heap-tracking
+ * tree (a search and an insert under one mutex), and each message id is
+ * found by walking its command, in-flight and response lists. perf on the
+ * workers under QoS 1 load: 17 % of their samples in that tree at 1000,
+ * 8 % at 20 (where context switches take its place).
  * Measured (the tools/bench messages setup: 1000 ws devices offering 25k
- * QoS 1 msgs/s, loopback mosquitto, 2 workers, 2 shared cores; acked/s,
- * 3 interleaved runs each, other work on the box): 20 -> 16498, 16872,
- * 13850 (mean 15.7k, hub CPU 76-109 us per acked message); 1000 -> 9398,
- * 7929, 14775 (mean 10.7k, 110-161 us); one run each of 100 / 500 / 2000
- * / 10000 / 65535 in an earlier, busier run: 5749 / 4879 / 6181 / 2855 /
- * 2433 (1000: 7202, 20: 11023). A send's round trip bounds a worker's
- * rate at window / RTT: raise it for a distant broker.
+ * QoS 1 msgs/s, loopback mosquitto, 2 workers, 2 cores shared with other
+ * work; acked/s, 6 runs each, interleaved): 20 -> 16498, 16872, 13850,
+ * 13719, 8644, 13517 (mean 13.9k); 1000 -> 9398, 7929, 14775, 12806,
+ * 12986, 8251 (mean 11.0k). 20 led in 4 of the 6 pairs, within this box's
+ * noise: no clear gain, so 1000 stays; far larger is clearly slower (one
+ * run each, busier box: 10000 -> 2855, 65535 -> 2433, 1000 -> 7202). A
+ * worker sends at most window / broker round trip per second: raise it
+ * for a distant broker, never past a few thousand.
  */
-#define CONF_BRIDGE_WINDOW 20
+#define CONF_BRIDGE_WINDOW 1000
 
 struct conf {
 	char listen_host[128];
