@@ -99,6 +99,8 @@ static const struct opt opts[] = {
     {"log-level", OPT_INT, I(log_level), 0, 3, "0 err .. 3 debug (2)"},
     {"bridge-buffer", OPT_SIZE, I(bridge_buffer), 1, 10000000,
      "N QoS 1 messages held while the broker is away (100000)"},
+    {"bridge-window", OPT_INT, I(bridge_window), 1, 16384,
+     "N messages in flight to the broker per worker (1000)"},
     {"http-token", OPT_STR, S(http_token), 0, 0,
      "FILE bearer token the ops listener requires (none)"},
 };
@@ -152,6 +154,7 @@ defaults(struct conf *c)
 	c->drain = 10;
 	c->log_level = 2;
 	c->bridge_buffer = 100000;
+	c->bridge_window = CONF_BRIDGE_WINDOW;
 }
 
 static const struct opt *

@@ -332,7 +332,7 @@ bridge_open(struct worker *w)
 	bc.group_prefix = c->group_prefix;
 	bc.fleet_prefix = c->fleet_prefix;
 	bc.max_pending = c->bridge_buffer / (size_t)w->nworkers + 1;
-	bc.window = 1000;
+	bc.window = c->bridge_window;
 	bc.max_cmd = SESS_OUTQ_BYTES / 2; /* what a session's queue can take */
 	w->bridge = bridge_new(&bc, wake, w, err, sizeof(err));
 	if (!w->bridge) {

@@ -52,6 +52,7 @@ defaults_match_design(void **state)
 	assert_int_equal(c.max_frame, 65536);
 	assert_int_equal(c.rate, 1000);
 	assert_int_equal(c.inflight, 256);
+	assert_int_equal(c.bridge_window, 1000);
 	assert_int_equal(c.auth_fail_limit, 20);
 	assert_int_equal(c.drain, 10);
 }
