@@ -400,10 +400,11 @@ xp_open(void)
 				 .sin_addr.s_addr = htonl(0x7f000001)};
 	static const unsigned char conn[] = {
 	    0x10, 10 + 2 + 7, /* CONNECT, remaining length */
-	    0,	  4,	'M', 'Q', 'T', 'T', 4, /* protocol name, level 4 */
-	    0x02,			      /* clean session */
-	    0,	  60,			      /* keepalive 60 s */
-	    0,	  7,	'f', 'l', 'o', 'o', 'r', '-', 'c'};
+	    0,	  4,	      'M', 'Q', 'T', 'T', 4, /* protocol name, level 4
+						      */
+	    0x02,				     /* clean session */
+	    0,	  60,				     /* keepalive 60 s */
+	    0,	  7,	      'f', 'l', 'o', 'o', 'r', '-', 'c'};
 	unsigned char ack[4];
 	int one = 1;
 	size_t got = 0;
@@ -517,8 +518,9 @@ main(int argc, char **argv)
 	double cpu;
 
 	if (argc < 5) {
-		fprintf(stderr, "usage: %s MODE RATE SECS PORT [tick|spread] "
-				"[nodelay,v5,nocb]\n",
+		fprintf(stderr,
+			"usage: %s MODE RATE SECS PORT [tick|spread] "
+			"[nodelay,v5,nocb]\n",
 			argv[0]);
 		return 2;
 	}
