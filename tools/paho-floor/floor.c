@@ -508,6 +508,23 @@ tv_us(struct timeval tv)
 	return tv.tv_sec * 1e6 + tv.tv_usec;
 }
 
+/* a whole decimal number in [lo, hi], or 1 with a message */
+static int
+num_arg(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "floor: bad number %s (%ld..%ld)\n", s, lo, hi);
+		return 1;
+	}
+	*out = v;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -516,6 +533,7 @@ main(int argc, char **argv)
 	uint64_t rate, secs, total, sent = 0, t0, t_end, late = 0, ticks = 0;
 	int idle, spread;
 	double cpu;
+	long v;
 
 	if (argc < 5) {
 		fprintf(stderr,
@@ -525,9 +543,15 @@ main(int argc, char **argv)
 		return 2;
 	}
 	mode = argv[1];
-	rate = strtoull(argv[2], NULL, 10);
-	secs = strtoull(argv[3], NULL, 10);
-	port = atoi(argv[4]);
+	if (num_arg(argv[2], 1, 10000000, &v))
+		return 2;
+	rate = (uint64_t)v;
+	if (num_arg(argv[3], 1, 86400, &v))
+		return 2;
+	secs = (uint64_t)v;
+	if (num_arg(argv[4], 1, 65535, &v))
+		return 2;
+	port = (int)v;
 	if (argc > 5)
 		pace = argv[5];
 	if (argc > 6)
