@@ -114,10 +114,11 @@ class TestBrokerFailover(hubfix.HubTest):
         missing = sorted(s.acked - set(ids))
         # mosquitto writes a PUBACK before it saves the message (it saves
         # at the end of its loop), so a kill -9 right after a PUBACK can
-        # lose that message in the broker before any subscriber got it: the hub did its part, it acked after the PUBACK (seen
-        # once: message 1000 of 3000, in flight when the kill began with
-        # 996 acked). Such a message was acked at the kill; one missing at
-        # any other moment, or more than a handful, is the hub's loss.
+        # lose that message in the broker before any subscriber got it:
+        # the hub did its part, it acked after the PUBACK (seen once:
+        # message 1000 of 3000, in flight when the kill began with 996
+        # acked). Such a message was acked at the kill; one missing at any
+        # other moment, or more than a handful, is the hub's loss.
         at_kill = [n for n in missing
                    if abs(s.ack_t.get(n, 0) - fault["t_kill"]) < 0.25]
         missing = [n for n in missing if n not in at_kill]
