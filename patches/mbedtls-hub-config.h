@@ -116,6 +116,13 @@
 #define MBEDTLS_SSL_HUB_IDLE_IN_BUF_LEN 512
 #define MBEDTLS_SSL_HUB_FREE_TLS13_HANDSHAKE
 
+/* ---- TLS 1.2 key derivation ---------------------------------------------- */
+/* patches/mbedtls-tls12-key-block.patch: derive only the key block the suite
+ * uses (40 bytes for AES-128-GCM) instead of 256 bytes for every suite: 2
+ * rounds of the SHA-256 PRF instead of 8. It was 7.9 % of a worker's CPU
+ * while devices reconnected with TLS 1.2 tickets (perf). */
+#define MBEDTLS_SSL_HUB_SHORT_KEY_BLOCK
+
 /* ---- resumption ---------------------------------------------------------- */
 /* Session tickets (TLS 1.2 RFC 5077, TLS 1.3 NewSessionTicket/PSK): stateless
  * resumption that works on any worker and any hub that share the ticket key

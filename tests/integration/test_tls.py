@@ -105,6 +105,24 @@ class TestTLS(hubfix.HubTest):
         out = s_client(hub.port, "-tls1_2", "-groups", "X25519:P-256")
         self.assertIn("Server Temp Key: ECDH, prime256v1", out, out)
 
+    def test_each_tls12_suite_fresh_and_resumed(self):
+        # every TLS 1.2 suite the server offers carries data both ways (the
+        # upgrade request in, the 101 out) on a fresh and on a resumed
+        # connection: the key block of each suite is derived to its own
+        # length (patches/mbedtls-tls12-key-block.patch), so a wrong length
+        # or offset would break exactly one suite's keys or IVs
+        hub = self.start_hub()
+        for suite in ("ECDHE-ECDSA-AES128-GCM-SHA256",
+                      "ECDHE-ECDSA-AES256-GCM-SHA384",
+                      "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            ctx = self.ctx(ssl.TLSVersion.TLSv1_2, suite)
+            _, cipher, sess, reused = self.session(hub, ctx)
+            self.assertEqual(cipher, suite)
+            self.assertFalse(reused)
+            _, cipher, _, reused = self.session(hub, ctx, session=sess)
+            self.assertEqual(cipher, suite)
+            self.assertTrue(reused, f"{suite}: not resumed")
+
     # ---- resumption -----------------------------------------------------------
 
     def resume_all(self, hub, version, n=20):
