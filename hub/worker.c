@@ -165,6 +165,31 @@ trim_heap(struct worker *w, unsigned ticks)
 }
 
 /*
+ * Lets glibc keep freed heap at the top of an arena instead of returning it
+ * on every large free. By default a free that leaves more than 128 KiB at
+ * the top of a thread's arena gives it back at once (madvise, a TLB flush
+ * on every core), and the next transaction faults the pages in again: the
+ * registry writer's SQLite savepoints did this on every session open and
+ * close. trim_heap() above gives freed heap back on the worker's own
+ * schedule instead. The mmap threshold is fixed with it (setting either
+ * stops glibc's dynamic adjustment): allocations up to 1 MiB come from the
+ * arenas, as glibc would allow after the first such free anyway.
+ * Measured (one worker on one core, 3000 devices reconnecting with TLS 1.2
+ * tickets, then closing; perf stat on the worker, per device): 2.0 madvise
+ * calls and 6.1-7.3 page faults before, 0.00 and 0.00-0.07 after; worker
+ * CPU per reconnect and close 0.52 -> 0.48 ms (means of 10 interleaved
+ * cycles, a noisy box).
+ */
+static void
+heap_tune(void)
+{
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+	mallopt(M_TRIM_THRESHOLD, 8 << 20);
+#endif
+}
+
+/*
  * Adds what a bridge counter gained since the last sample. The slot in
  * shared memory outlives the worker process; the bridge's counters start
  * at 0 in each new one, so copying them would make the totals go back.
@@ -443,6 +468,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	int rc = 1;
 
 	memset(&w, 0, sizeof(w));
+	heap_tune(); /* before any thread or arena exists */
 	/* this thread is the service thread from here on */
 	hub_thread_claim(&w.service, "service");
 	pthread_mutex_init(&w.ctx_lock, NULL);
