@@ -471,7 +471,7 @@ hub__worker_run(const struct conf *c, int index, int nworkers,
 	int rc = 1;
 
 	memset(&w, 0, sizeof(w));
-	heap_tune(); /* before any thread or arena exists */
+	heap_tune(); /* before this worker starts its threads */
 	/* this thread is the service thread from here on */
 	hub_thread_claim(&w.service, "service");
 	pthread_mutex_init(&w.ctx_lock, NULL);
