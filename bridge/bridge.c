@@ -196,6 +196,12 @@ bridge_new(const struct bridge_config *cfg, void (*wake)(void *arg), void *arg,
 	b->window = cfg->window > 0 ? cfg->window : 1000;
 	if (b->window > BRIDGE_WINDOW_MAX)
 		b->window = BRIDGE_WINDOW_MAX;
+	/* a quarter of the window at most: the rest is still with Paho */
+	b->lazy_cbs = (size_t)b->window / 4;
+	if (b->lazy_cbs > BRIDGE_LAZY_CBS)
+		b->lazy_cbs = BRIDGE_LAZY_CBS;
+	if (b->lazy_cbs < 1)
+		b->lazy_cbs = 1;
 	b->wake = wake;
 	b->wake_arg = arg;
 	b->broker = dup_str(cfg->broker);

@@ -36,6 +36,7 @@
 #define BRIDGE_CONNECT_TIMEOUT 10 /* s */
 #define BRIDGE_DOWN_REPORT_S 30	  /* "broker down" said again this often */
 #define BRIDGE_URIS_MAX 8	  /* --broker failover list */
+#define BRIDGE_LAZY_CBS 64	  /* at most, see cb_push in bridge_paho.c */
 
 /* Topic buffer: prefix + '/' + id + '/' + device topic + NUL. */
 #define BRIDGE_FULL_TOPIC_MAX                                                  \
@@ -106,6 +107,7 @@ struct bridge {
 	size_t max_pending;
 	size_t max_cmd;
 	int window;
+	size_t lazy_cbs; /* QoS 0 completions that wake the bridge thread */
 	void (*wake)(void *arg);
 	void *wake_arg;
 	/* bridge_on_status_acked: set before bridge_start */

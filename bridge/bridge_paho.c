@@ -26,8 +26,15 @@
 
 /* ---- callbacks (Paho's threads) ------------------------------------- */
 
+/*
+ * Queues a completion for the bridge thread. A lazy one (a QoS 0 message
+ * written) wakes the bridge thread only once BRIDGE_LAZY_CBS of them wait:
+ * nothing waits on it but the window, and the bridge thread takes the ring
+ * on every wake (the next submit) and at least once a second anyway. That
+ * saves a futex wake and a task switch per message (docs/benchmarks.md).
+ */
 static void
-cb_push(struct bridge *b, int kind, int val)
+cb_push(struct bridge *b, int kind, int val, int lazy)
 {
 	pthread_mutex_lock(&b->lock);
 	if (b->cb_len == b->cb_cap) {
@@ -52,23 +59,30 @@ cb_push(struct bridge *b, int kind, int val)
 	b->cbs[(b->cb_head + b->cb_len) % b->cb_cap] =
 	    (struct bridge_cb){.kind = kind, .val = val};
 	b->cb_len++;
-	pthread_cond_signal(&b->cond);
+	if (!lazy || b->cb_len >= b->lazy_cbs)
+		pthread_cond_signal(&b->cond);
 	pthread_mutex_unlock(&b->lock);
 }
 
 static void
-slot_cb(void *ctx, int kind)
+slot_cb(void *ctx, int kind, int lazy)
 {
 	struct bridge_slot *s = ctx;
 	struct bridge *b = s->owner;
 
-	cb_push(b, kind, (int)(s - b->rq.slots));
+	cb_push(b, kind, (int)(s - b->rq.slots), lazy);
 }
 
 static void
 on_pub_ok5(void *ctx, MQTTAsync_successData5 *r)
 {
-	slot_cb(ctx, BRIDGE_CB_PUB_OK);
+	slot_cb(ctx, BRIDGE_CB_PUB_OK, 0);
+}
+
+static void
+on_pub_written5(void *ctx, MQTTAsync_successData5 *r)
+{
+	slot_cb(ctx, BRIDGE_CB_PUB_OK, 1);
 }
 
 static void
@@ -77,19 +91,25 @@ on_pub_fail5(void *ctx, MQTTAsync_failureData5 *r)
 	int rej = r && r->packet_type == PUBACK_PACKET &&
 		  r->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR;
 
-	slot_cb(ctx, rej ? BRIDGE_CB_PUB_REJECT : BRIDGE_CB_PUB_FAIL);
+	slot_cb(ctx, rej ? BRIDGE_CB_PUB_REJECT : BRIDGE_CB_PUB_FAIL, 0);
 }
 
 static void
 on_pub_ok3(void *ctx, MQTTAsync_successData *r)
 {
-	slot_cb(ctx, BRIDGE_CB_PUB_OK);
+	slot_cb(ctx, BRIDGE_CB_PUB_OK, 0);
+}
+
+static void
+on_pub_written3(void *ctx, MQTTAsync_successData *r)
+{
+	slot_cb(ctx, BRIDGE_CB_PUB_OK, 1);
 }
 
 static void
 on_pub_fail3(void *ctx, MQTTAsync_failureData *r)
 {
-	slot_cb(ctx, BRIDGE_CB_PUB_FAIL);
+	slot_cb(ctx, BRIDGE_CB_PUB_FAIL, 0);
 }
 
 static void
@@ -101,7 +121,7 @@ on_conn_ok5(void *ctx, MQTTAsync_successData5 *r)
 					    MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
 		rm = MQTTProperties_getNumericValue(
 		    &r->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
-	cb_push(ctx, BRIDGE_CB_CONN_OK, rm);
+	cb_push(ctx, BRIDGE_CB_CONN_OK, rm, 0);
 }
 
 /* Paho's thread: keeps the words of a failed connect for the log. */
@@ -127,56 +147,56 @@ on_conn_fail5(void *ctx, MQTTAsync_failureData5 *r)
 {
 	note_conn_err(ctx, r ? r->code : 0, r ? r->message : NULL,
 		      r ? (int)r->reasonCode : 0);
-	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0);
+	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0, 0);
 }
 
 static void
 on_conn_ok3(void *ctx, MQTTAsync_successData *r)
 {
-	cb_push(ctx, BRIDGE_CB_CONN_OK, 65535);
+	cb_push(ctx, BRIDGE_CB_CONN_OK, 65535, 0);
 }
 
 static void
 on_conn_fail3(void *ctx, MQTTAsync_failureData *r)
 {
 	note_conn_err(ctx, r ? r->code : 0, r ? r->message : NULL, 0);
-	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0);
+	cb_push(ctx, BRIDGE_CB_CONN_FAIL, r ? r->code : 0, 0);
 }
 
 static void
 on_lost(void *ctx, char *cause)
 {
-	cb_push(ctx, BRIDGE_CB_LOST, 0);
+	cb_push(ctx, BRIDGE_CB_LOST, 0, 0);
 }
 
 static void
 on_disconnected(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
 {
-	cb_push(ctx, BRIDGE_CB_LOST, (int)rc);
+	cb_push(ctx, BRIDGE_CB_LOST, (int)rc, 0);
 }
 
 static void
 on_disc_ok5(void *ctx, MQTTAsync_successData5 *r)
 {
-	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0);
+	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0, 0);
 }
 
 static void
 on_disc_fail5(void *ctx, MQTTAsync_failureData5 *r)
 {
-	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0);
+	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0, 0);
 }
 
 static void
 on_disc_ok3(void *ctx, MQTTAsync_successData *r)
 {
-	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0);
+	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0, 0);
 }
 
 static void
 on_disc_fail3(void *ctx, MQTTAsync_failureData *r)
 {
-	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0);
+	cb_push(ctx, BRIDGE_CB_DISC_DONE, 0, 0);
 }
 
 /*
@@ -305,7 +325,7 @@ send_one(struct bridge *b, struct bridge_msg *m, int slot)
 	pm.retained = m->retain;
 	ro.context = &b->rq.slots[slot];
 	if (b->mqtt_version == 5) {
-		ro.onSuccess5 = on_pub_ok5;
+		ro.onSuccess5 = m->qos ? on_pub_ok5 : on_pub_written5;
 		ro.onFailure5 = on_pub_fail5;
 		if (m->kind == BRIDGE_PUB) {
 			MQTTProperty p;
@@ -330,7 +350,7 @@ send_one(struct bridge *b, struct bridge_msg *m, int slot)
 			}
 		}
 	} else {
-		ro.onSuccess = on_pub_ok3;
+		ro.onSuccess = m->qos ? on_pub_ok3 : on_pub_written3;
 		ro.onFailure = on_pub_fail3;
 	}
 	/* Paho copies topic, payload and properties into its command */

@@ -12,7 +12,9 @@
  *          message at each multiple of 1/RATE s, timer slack 1 ns)
  *   opts : comma list: nodelay (A/B: set TCP_NODELAY on Paho's socket via
  *          /proc/self/fd), v5 (A: MQTT 5 + one user property, as hubd),
- *          nocb (A: no onSuccess callback)
+ *          nocb (A: no onSuccess callback), q1 (A: QoS 1, onSuccess on
+ *          the PUBACK; acked_per_s is messages over the time until the
+ *          last PUBACK)
  * Prints one line: key=value ... cpu_us_per_msg=...
  * CPU = getrusage(RUSAGE_SELF) utime+stime delta, from just before the
  * first message to after the last one was handed over (and for A, after
@@ -47,7 +49,7 @@
 #define PAYLOAD 64
 
 static char payload[PAYLOAD];
-static int opt_nodelay, opt_v5, opt_nocb;
+static int opt_nodelay, opt_v5, opt_nocb, opt_q1;
 
 static uint64_t
 now_ns(void)
@@ -246,7 +248,7 @@ xp_send(uint64_t i)
 	topic_of(i, topic, sizeof(topic));
 	pm.payload = payload;
 	pm.payloadlen = PAYLOAD;
-	pm.qos = 0;
+	pm.qos = opt_q1;
 	pm.retained = 0;
 	ro.context = NULL;
 	if (!opt_nocb) {
@@ -530,7 +532,8 @@ main(int argc, char **argv)
 {
 	const char *mode, *pace = "tick", *opts = "";
 	struct rusage r0, r1;
-	uint64_t rate, secs, total, sent = 0, t0, t_end, late = 0, ticks = 0;
+	uint64_t rate, secs, total, sent = 0, t0, t_end, t_done, late = 0,
+				    ticks = 0;
 	int idle, spread;
 	double cpu;
 	long v;
@@ -559,6 +562,7 @@ main(int argc, char **argv)
 	opt_nodelay = strstr(opts, "nodelay") != NULL;
 	opt_v5 = strstr(opts, "v5") != NULL;
 	opt_nocb = strstr(opts, "nocb") != NULL;
+	opt_q1 = strstr(opts, "q1") != NULL;
 	idle = strcmp(mode, "idle") == 0;
 	spread = strcmp(pace, "spread") == 0;
 #if !defined(USE_ASYNC) && !defined(USE_SYNC)
@@ -622,13 +626,14 @@ main(int argc, char **argv)
 	t_end = now_ns();
 	if (!idle)
 		xp_flush(total);
+	t_done = now_ns();
 	getrusage(RUSAGE_SELF, &r1);
 	cpu = tv_us(r1.ru_utime) - tv_us(r0.ru_utime) + tv_us(r1.ru_stime) -
 	      tv_us(r0.ru_stime);
 	printf("mode=%s pace=%s opts=%s rate=%lu secs=%lu msgs=%lu "
 	       "wall_s=%.2f failures=%lu late=%lu "
 	       "utime_s=%.3f stime_s=%.3f vcsw_per_msg=%.2f ivcsw_per_msg=%.3f "
-	       "cpu_us_per_msg=%.2f\n",
+	       "acked_per_s=%.0f cpu_us_per_msg=%.2f\n",
 	       idle ? "idle" : XP_NAME, pace, *opts ? opts : "-",
 	       (unsigned long)rate, (unsigned long)secs, (unsigned long)total,
 	       (t_end - t0) / 1e9, (unsigned long)failures, (unsigned long)late,
@@ -636,6 +641,7 @@ main(int argc, char **argv)
 	       (tv_us(r1.ru_stime) - tv_us(r0.ru_stime)) / 1e6,
 	       (double)(r1.ru_nvcsw - r0.ru_nvcsw) / (double)total,
 	       (double)(r1.ru_nivcsw - r0.ru_nivcsw) / (double)total,
+	       (double)total * 1e9 / (double)(t_done - t0),
 	       cpu / (double)total);
 	fflush(stdout);
 	(void)ticks;
